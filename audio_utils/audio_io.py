@@ -1,0 +1,208 @@
+"""Reading audio in blocks and writing it atomically.
+
+Everything comes out as float32 ``(channels, samples)`` in [-1, 1] for integer formats (8 to
+32-bit PCM and 32/64-bit float give the same signal; floats are never clipped on reading).
+Files are read in blocks so memory does not grow with track length.
+"""
+
+import logging
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from audio_utils.matching import match_channels
+from utils.errors import InputError, OutputError
+
+log = logging.getLogger(__name__)
+
+WAV_SUBTYPES = {"pcm16": "PCM_16", "pcm24": "PCM_24", "float32": "FLOAT"}
+TMP_MARK = ".vtrace-tmp"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def _new_temp(final_path, suffix):
+    """A temporary file next to ``final_path`` with the permissions a plain open() would give
+    (mkstemp's are owner-only)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{final_path.stem[:80]}", suffix=TMP_MARK + suffix,
+                               dir=final_path.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    return Path(tmp)
+
+
+def audio_info(path):
+    """``(samplerate, channels, frames)`` of a file soundfile can read; InputError otherwise."""
+    path = Path(path)
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # soundfile raises several types for bad files
+        raise InputError(f"{path.name}: cannot read audio ({_reason(exc)})") from None
+    if info.frames <= 0:
+        raise InputError(f"{path.name}: no audio samples in file")
+    return info.samplerate, info.channels, info.frames
+
+
+def read_audio(path):
+    """Read a whole file: ``(float32 (channels, samples), samplerate)``."""
+    path = Path(path)
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise InputError(f"{path.name}: cannot read audio ({_reason(exc)})") from None
+    if data.shape[0] == 0:
+        raise InputError(f"{path.name}: no audio samples in file")
+    return np.ascontiguousarray(data.T), sr
+
+
+class BlockReader:
+    """Reads ``[start, stop)`` of a file as float32 ``(channels, stop-start)`` with ``channels``
+    channels, zeros outside the file, shifted by ``lag`` samples and multiplied by ``polarity``.
+
+    Used for the original and the stems, so the alignment offset is applied while reading and
+    no shifted copy of a whole track is ever made.
+    """
+
+    def __init__(self, path, channels, lag=0, polarity=1):
+        self.path = Path(path)
+        self.samplerate, self.file_channels, self.frames = audio_info(self.path)
+        self.channels = channels
+        self.lag = int(lag)
+        self.polarity = int(polarity)
+        self._file = sf.SoundFile(str(self.path))
+
+    def read(self, start, stop):
+        n = stop - start
+        out = np.zeros((self.file_channels, n), dtype=np.float32)
+        a, b = start + self.lag, stop + self.lag
+        lo, hi = max(a, 0), min(b, self.frames)
+        if hi > lo:
+            try:
+                self._file.seek(lo)
+                data = self._file.read(hi - lo, dtype="float32", always_2d=True)
+            except Exception as exc:
+                raise InputError(f"{self.path.name}: read failed at sample {lo} "
+                                 f"({_reason(exc)})") from None
+            if data.shape[0] < hi - lo:
+                raise InputError(f"{self.path.name}: truncated: the header promises "
+                                 f"{self.frames} samples but the data ends at "
+                                 f"{lo + data.shape[0]}")
+            out[:, lo - a:hi - a] = data.T
+        if self.polarity < 0:
+            np.negative(out, out=out)
+        return match_channels(out, self.channels)
+
+    def close(self):
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@contextmanager
+def atomic_path(final_path):
+    """Yield a temporary path next to ``final_path``; rename it over ``final_path`` on success.
+
+    On any error (Ctrl-C included) the temporary file is removed, so an interrupted run never
+    leaves a file that looks finished.
+    """
+    final_path = Path(final_path)
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _new_temp(final_path, final_path.suffix)
+    try:
+        yield tmp
+        os.replace(tmp, final_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path, text):
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+class BlockWriter:
+    """Writes float32 ``(channels, n)`` blocks to a WAV under a temporary name.
+
+    ``commit()`` renames it to the final name; ``discard()`` (or leaving a ``with`` block with
+    an error) removes it. Every block is checked finite before it is written.
+    """
+
+    def __init__(self, final_path, samplerate, channels, wav_format="pcm24"):
+        self.final_path = Path(final_path)
+        self.final_path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp_path = _new_temp(self.final_path, ".wav")
+        try:
+            self._file = sf.SoundFile(str(self.tmp_path), "w", samplerate, channels,
+                                      subtype=WAV_SUBTYPES[wav_format], format="WAV")
+        except Exception:
+            self.tmp_path.unlink(missing_ok=True)
+            raise
+
+    def write(self, block):
+        if not np.isfinite(block).all():
+            raise OutputError(f"{self.final_path.name}: computed samples are not finite "
+                              "(NaN or inf); nothing was written")
+        self._file.write(block.T)
+
+    def commit(self):
+        self._file.close()
+        os.replace(self.tmp_path, self.final_path)
+
+    def discard(self):
+        self._file.close()
+        self.tmp_path.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        if exc_type is not None:
+            self.discard()
+
+
+def resample_file(src, dst, samplerate, block=1 << 18):
+    """Resample ``src`` to ``samplerate`` into a float32 WAV ``dst`` in blocks (libsoxr, very
+    high quality); the result has ``round(frames * samplerate / src_rate)`` frames."""
+    import soxr
+
+    sr_in, channels, frames = audio_info(src)
+    want = int(round(frames * samplerate / sr_in))
+    stream = soxr.ResampleStream(sr_in, samplerate, channels, dtype="float32", quality="VHQ")
+    written = 0
+    with sf.SoundFile(str(src)) as f, BlockWriter(dst, samplerate, channels, "float32") as out:
+        while True:
+            data = f.read(block, dtype="float32", always_2d=True)
+            last = data.shape[0] < block
+            y = stream.resample_chunk(data, last=last)
+            y = y[: max(0, want - written)]
+            if y.shape[0]:
+                out.write(np.ascontiguousarray(y.T))
+                written += y.shape[0]
+            if last:
+                break
+        if written < want:
+            out.write(np.zeros((channels, want - written), dtype=np.float32))
+        out.commit()
+
+
+def remove_stale_temps(folder):
+    """Delete temporary files an interrupted earlier run left in ``folder``."""
+    folder = Path(folder)
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if TMP_MARK in p.name and p.is_file():
+                p.unlink(missing_ok=True)
+
+
+def _reason(exc):
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__

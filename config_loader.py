@@ -1,0 +1,310 @@
+"""VTrace's one configuration: the ``Config`` dataclass, ``config.yaml`` and the command line.
+
+Precedence: dataclass defaults < config.yaml < options the user typed. argparse defaults are
+all None, so an option left out never overrides the file. ``Config.validate()`` does every
+check in one place, with messages that say ``name=value``, what is allowed and how to fix it.
+"""
+
+import argparse
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+
+from utils.errors import ConfigError
+
+__version__ = "0.1.0"
+
+GROUPS = {
+    "input": "input",
+    "separation": "separation (Demucs)",
+    "blend": "blend and residual",
+    "output": "output",
+    "evaluation": "evaluation",
+    "run": "run",
+}
+
+BLEND_MODES = ("linear", "exp", "log", "power", "smoothstep", "gate")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def opt(default, group, help, flags=(), choices=None, lo=None, hi=None, typ=None,
+        nullable=False, cli=True, lo_open=False):
+    """Field metadata: help text, CLI flags, allowed values."""
+    meta = dict(group=group, help=help, flags=tuple(flags), choices=choices, lo=lo, hi=hi,
+                typ=typ, nullable=nullable, cli=cli, lo_open=lo_open)
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class Config:
+    # input
+    input: list = opt([], "input", "audio files or folders (wav, flac, mp3, ogg, opus, m4a, aac, "
+                      "aiff, webm)", flags=("-i",))
+    recursive: bool = opt(False, "input", "descend into sub-folders of input folders")
+    link: list = opt([], "input", "video/audio URL to download with yt-dlp (repeatable)",
+                     flags=("-l",))
+    playlist: bool = opt(False, "input", "with a playlist link, process every entry "
+                         "(default: only the video)")
+    download_dir: str = opt("downloads", "input", "folder for downloaded audio")
+    max_duration: float = opt(None, "input", "refuse links longer than this many seconds",
+                              lo=0, lo_open=True, typ=float, nullable=True)
+    # separation
+    demucs_model: str = opt("htdemucs_ft", "separation", "Demucs model name (or name of a "
+                            "folder holding other tools' stems in the separated layout)")
+    model_repo: str = opt(None, "separation", "local folder of Demucs .th/.yaml models "
+                          "(like demucs --repo); no download", typ=str, nullable=True)
+    device: str = opt("auto", "separation", "where Demucs runs (auto: cuda, then mps, then cpu)",
+                      choices=DEVICES)
+    shifts: int = opt(1, "separation", "Demucs random shifts (more = better, slower)", lo=1)
+    overlap: float = opt(0.25, "separation", "Demucs overlap between segments", lo=0, hi=0.99)
+    segment: float = opt(None, "separation", "Demucs segment length in seconds (default: the "
+                         "model's)", lo=0, lo_open=True, typ=float, nullable=True)
+    other_method: str = opt("add", "separation", "no_vocals = sum of other sources (add) or "
+                            "mix - vocals (minus: runs only vocal sub-models, ~4x faster on "
+                            "htdemucs_ft)", choices=("add", "minus"))
+    separated_dir: str = opt("separated", "separation", "where stems live: "
+                             "<separated_dir>/<model>/<track>/{vocals,no_vocals}.wav")
+    force: bool = opt(False, "separation", "separate and process again even if results exist")
+    cleanup: bool = opt(False, "separation", "delete the separations this run created once the "
+                        "track's outputs are written")
+    # blend
+    blend_alpha: float = opt(0.1, "blend", "how much of the original to blend back, in [0, 1]",
+                             flags=("-ba", "-a"), lo=0, hi=1)
+    vocal_gain_db: float = opt(None, "blend", "set the blend so the vocal changes by exactly this "
+                               "many dB (e.g. -20); excludes --blend-alpha", hi=0, typ=float,
+                               nullable=True)
+    voice_alpha: float = opt(1.0, "blend", "vocal output: residual (1.0) vs the model's vocals "
+                             "(0.0)", flags=("-va",), lo=0, hi=1)
+    blend_mode: str = opt("linear", "blend", "alpha to weight curve", choices=BLEND_MODES)
+    gamma: float = opt(2.0, "blend", "exponent of the power curve", lo=0, lo_open=True)
+    vocal_gate_threshold_db: float = opt(-40.0, "blend", "gate mode: vocal level that opens "
+                                         "the gate (dBFS)", hi=0)
+    vocal_gate_attack_ms: float = opt(10.0, "blend", "gate mode: attack time (ms)", lo=0)
+    vocal_gate_release_ms: float = opt(200.0, "blend", "gate mode: release time (ms)", lo=0)
+    vocal_gate_hold_ms: float = opt(100.0, "blend", "gate mode: hold time (ms)", lo=0)
+    residual_hpf: float = opt(None, "blend", "high-pass the residual vocal at this frequency "
+                              "(Hz); the bass below returns to the phase-cancel instrumental",
+                              lo=0, lo_open=True, typ=float, nullable=True)
+    residual_lpf: float = opt(None, "blend", "low-pass the residual vocal at this frequency (Hz)",
+                              lo=0, lo_open=True, typ=float, nullable=True)
+    filter_order: int = opt(4, "blend", "Butterworth order of the residual filters", lo=1, hi=16)
+    gate_threshold_db: float = opt(None, "blend", "noise gate on the residual vocal: threshold "
+                                   "(dBFS; off when unset)", hi=0, typ=float, nullable=True)
+    gate_attack_ms: float = opt(5.0, "blend", "residual gate attack (ms)", lo=0)
+    gate_release_ms: float = opt(100.0, "blend", "residual gate release (ms)", lo=0)
+    gate_hold_ms: float = opt(50.0, "blend", "residual gate hold (ms)", lo=0)
+    gate_range_db: float = opt(-40.0, "blend", "residual gate attenuation when closed (dB, <= 0)",
+                               hi=0)
+    align: bool = opt(True, "blend", "estimate and remove the stems' offset and polarity against "
+                      "the original (--no-align skips it)")
+    # output
+    output: str = opt(None, "output", "output folder (default: vtrace_output/ under the first "
+                      "input's folder)", flags=("-o",), typ=str, nullable=True)
+    wav_format: str = opt("pcm24", "output", "WAV sample format",
+                          choices=("pcm16", "pcm24", "float32"))
+    normalize: str = opt("none", "output", "none: one common gain only if a peak would clip; "
+                         "peak: each file peak-normalised to -1 dBFS", choices=("none", "peak"))
+    match_loudness: bool = opt(False, "output", "give the blended output the original's "
+                               "integrated loudness (BS.1770) under -1 dBTP")
+    convert_to_mp3: bool = opt(False, "output", "also write MP3 copies", flags=("--convert_mp3",
+                                                                              "--convert-mp3"))
+    mp3_only: bool = opt(False, "output", "with MP3 export, keep no WAVs")
+    mp3_bitrate: int = opt(320, "output", "MP3 bitrate in kbps (CBR)",
+                           choices=(96, 128, 160, 192, 224, 256, 320))
+    # evaluation
+    eval: bool = opt(False, "evaluation", "write an evaluation report (MSE, cosine, STOI)")
+    estoi: bool = opt(False, "evaluation", "use extended STOI")
+    reference: str = opt(None, "evaluation", "folder of true stems per track "
+                         "(<dir>/<track>/vocals.*, accompaniment.*): adds SDR/SI-SDR",
+                         typ=str, nullable=True)
+    plot: bool = opt(False, "evaluation", "one spectrogram PNG per track")
+    # run
+    thread: int = opt(1, "run", "worker processes", flags=("-t", "-T"), lo=1, hi=64)
+    log_level: str = opt("INFO", "run", "console log level",
+                         choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    log_dir: str = opt("logs", "run", "folder for the per-run DEBUG log files")
+    quiet: bool = opt(False, "run", "only warnings and errors on the console, no progress bars")
+    block_seconds: float = opt(10.0, "run", "post-processing block length (memory vs speed)",
+                               lo=0.5, hi=600)
+
+    def validate(self, source="command line"):
+        """Check every value; raise ConfigError naming the key, the value and what is allowed."""
+        for f in fields(self):
+            _check_field(f, getattr(self, f.name), source)
+        if self.mp3_only and not self.convert_to_mp3:
+            raise ConfigError("mp3_only=true needs convert_to_mp3=true: add --convert_to_mp3 or "
+                              "drop --mp3-only")
+        if self.residual_hpf and self.residual_lpf and self.residual_hpf >= self.residual_lpf:
+            raise ConfigError(f"residual_hpf={self.residual_hpf} must be below residual_lpf="
+                              f"{self.residual_lpf}, or the residual would be silent")
+        return self
+
+    def as_dict(self):
+        return asdict(self)
+
+
+def _check_field(f, value, source):
+    m = f.metadata
+    name, typ = f.name, _field_type(f)
+    where = f" in {source}" if source else ""
+    if value is None:
+        if m["nullable"]:
+            return
+        raise ConfigError(f"{name}=null{where}: a value is required ({_allowed(f)})")
+    if f.type is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name}={value!r}{where}: expected a list of strings")
+        return
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}={value!r}{where}: expected true or false")
+        return
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name}={value!r}{where}: expected a whole number ({_allowed(f)})")
+    elif typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
+            raise ConfigError(f"{name}={value!r}{where}: expected a number ({_allowed(f)})")
+    elif typ is str:
+        if not isinstance(value, str) or (not value and not m["nullable"]):
+            raise ConfigError(f"{name}={value!r}{where}: expected a text value ({_allowed(f)})")
+    if m["choices"] is not None and value not in m["choices"]:
+        raise ConfigError(f"{name}={value!r}{where}: allowed values are "
+                          f"{', '.join(map(str, m['choices']))}")
+    lo, hi = m["lo"], m["hi"]
+    if (lo is not None and (value < lo or (m["lo_open"] and value == lo))) \
+            or (hi is not None and value > hi):
+        raise ConfigError(f"{name}={value!r}{where}: out of range ({_allowed(f)})")
+
+
+def _allowed(f):
+    m = f.metadata
+    if m["choices"]:
+        return "one of " + ", ".join(map(str, m["choices"]))
+    lo, hi = m["lo"], m["hi"]
+    parts = []
+    if lo is not None:
+        parts.append(f"{'>' if m['lo_open'] else '>='} {lo}")
+    if hi is not None:
+        parts.append(f"<= {hi}")
+    text = " and ".join(parts) if parts else "any value"
+    return text + (", or null" if m["nullable"] else "")
+
+
+def _field_type(f):
+    return f.metadata["typ"] or f.type
+
+
+# ---------------------------------------------------------------- config.yaml
+
+def default_config_path():
+    """``./config.yaml`` if present, else the one shipped next to this file."""
+    local = Path("config.yaml")
+    return local if local.is_file() else Path(__file__).with_name("config.yaml")
+
+
+def load_yaml(path):
+    """Read ``path`` into a dict of known keys; ConfigError for unknown keys or bad YAML."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config={path}: file not found; pass an existing file with "
+                          "--config or create config.yaml") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config={path}: cannot be read as YAML ({str(exc).splitlines()[0]})") \
+            from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config={path}: expected a mapping of key: value at the top level")
+    known = {f.name for f in fields(Config)}
+    for key in data:
+        if key not in known:
+            close = [k for k in known if k.replace("_", "") == str(key).replace("-", "")
+                     .replace("_", "")]
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{path}: unknown key {key!r}{hint}; allowed keys are listed in "
+                              "the README and the shipped config.yaml")
+    return data
+
+
+# ---------------------------------------------------------------- command line
+
+def build_parser():
+    """The argparse parser: every option has default None so only typed options override."""
+    p = argparse.ArgumentParser(
+        prog="main.py", allow_abbrev=False, argument_default=None,
+        usage="%(prog)s (-i PATH [PATH ...] | -l URL [URL ...]) [options]",
+        description="VTrace: vocal separation that keeps the mix's space. Runs Demucs two-stem "
+                    "separation (or reuses stems in separated/<model>/<track>/) and writes "
+                    "<track>_blended.wav, <track>_vocal_residual.wav and "
+                    "<track>_phase_cancel.wav per track.",
+        epilog="Defaults come from config.yaml (see --config); options typed here override it. "
+               "Exit codes: 0 ok, 1 a track failed, 2 usage error, 130 interrupted.")
+    groups = {k: p.add_argument_group(v) for k, v in GROUPS.items()}
+    groups["run"].add_argument("--config", metavar="PATH",
+                               help="YAML file of defaults (default: ./config.yaml, else the "
+                                    "shipped one)")
+    groups["run"].add_argument("--version", action="version", version=f"VTrace {__version__}")
+    for f in fields(Config):
+        m = f.metadata
+        if not m["cli"]:
+            continue
+        g = groups[m["group"]]
+        long_names = [f"--{f.name}"]
+        if "_" in f.name:
+            long_names.append(f"--{f.name.replace('_', '-')}")
+        names = list(m["flags"]) + long_names
+        default = f.default_factory() if f.default is MISSING else f.default
+        shown = "none" if default is None else default
+        help_text = f"{m['help']} (default: {shown})"
+        typ = _field_type(f)
+        if typ is bool:
+            if f.name == "align":
+                g.add_argument("--no-align", "--no_align", dest="align", action="store_false",
+                               default=None, help="skip the timing correction "
+                                                  "(default: align)")
+                continue
+            g.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
+                           default=None, help=help_text)
+        elif typ is list:
+            g.add_argument(*names, dest=f.name, nargs="+", action="extend", metavar="PATH"
+                           if f.name == "input" else "URL", help=help_text)
+        else:
+            kind = typ if typ in (int, float) else str
+            g.add_argument(*names, dest=f.name, type=kind,
+                           choices=m["choices"] if kind is str else None,
+                           metavar=None if m["choices"] and kind is str else f.name.upper(),
+                           help=help_text)
+    return p
+
+
+def load_config(argv=None):
+    """Parse ``argv``, merge config.yaml, validate. Returns ``(Config, typed_keys, config_path)``.
+
+    Raises ConfigError for bad values; argparse itself exits 2 on malformed options (handled by
+    ``main``).
+    """
+    args = build_parser().parse_args(argv)
+    typed = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
+    path = Path(args.config) if args.config else default_config_path()
+    from_file = load_yaml(path) if (args.config or path.is_file()) else {}
+    cfg = Config()
+    for k, v in from_file.items():
+        setattr(cfg, k, v)
+    cfg.validate(source=str(path))
+    if "vocal_gain_db" in typed and "blend_alpha" in typed:
+        raise ConfigError("--vocal-gain-db and --blend-alpha were both given: they set the same "
+                          "thing; keep one")
+    if "blend_alpha" in typed:
+        cfg.vocal_gain_db = None  # a typed alpha wins over a vocal gain from the file
+    for k, v in typed.items():
+        setattr(cfg, k, v)
+    cfg.validate(source="command line")
+    return cfg, set(typed), path

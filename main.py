@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""VTrace command line: ``python main.py -i SONGS... [options]``; ``--help`` lists options.
+
+Exit codes: 0 every track ok or skipped, 1 a track failed, 2 usage error, 130 interrupted.
+"""
+
+import logging
+import sys
+
+log = logging.getLogger("vtrace")
+
+
+def main(argv=None):
+    """Run VTrace with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    from config_loader import load_config
+    from utils.errors import UsageError
+
+    try:
+        try:
+            cfg, typed, cfg_path = load_config(argv)
+        except SystemExit as exc:  # argparse: --help/--version (0) or a malformed option (2)
+            return exc.code if isinstance(exc.code, int) else 2
+        except UsageError as exc:
+            print(f"vtrace: error: {exc}", file=sys.stderr)
+            return 2
+        return _run(cfg, typed, cfg_path)
+    except UsageError as exc:
+        log.error("error: %s", exc)
+        return 2
+    except KeyboardInterrupt:
+        print("\nvtrace: interrupted; finished tracks are kept, nothing half-written was left",
+              file=sys.stderr)
+        return 130
+
+
+def _run(cfg, typed, cfg_path):
+    from dataclasses import asdict
+
+    from logger import setup_logging
+    from utils.batch import output_root, run_batch, summary_table
+    from utils.errors import UsageError
+    from utils.file_utils import collect_inputs
+
+    log_path = setup_logging(cfg.log_level, cfg.quiet, cfg.log_dir)
+    settings = asdict(cfg)
+    log.debug("effective configuration (%s, then typed options %s):", cfg_path,
+              ", ".join(sorted(typed)) or "none")
+    for key, value in settings.items():
+        log.debug("  %s = %r", key, value)
+    log.info("VTrace: model %s, blend %s alpha=%s%s, voice_alpha=%s, config %s%s",
+             cfg.demucs_model, cfg.blend_mode, cfg.blend_alpha,
+             f" (vocal {cfg.vocal_gain_db:+g} dB)" if cfg.vocal_gain_db is not None else "",
+             cfg.voice_alpha, cfg_path, f", log {log_path}" if log_path else "")
+
+    if not cfg.input and not cfg.link:
+        raise UsageError("nothing to process: give audio files or folders with -i PATH "
+                         "(or links with -l URL)")
+    first = cfg.input[0] if cfg.input else cfg.download_dir
+    out_root = output_root(cfg, first)
+    tracks = collect_inputs(cfg.input, cfg.recursive,
+                            exclude=(out_root, cfg.separated_dir, cfg.download_dir, cfg.log_dir))
+    link_results = []
+    if cfg.link:
+        tracks, link_results = _add_links(cfg, tracks)
+    if not tracks and not link_results:
+        raise UsageError(f"input={' '.join(cfg.input)}: no audio files found (looked for "
+                         "wav, flac, mp3, ogg, opus, m4a, aac, aiff, webm"
+                         f"{'' if cfg.recursive else '; add --recursive for sub-folders'})")
+    total = _total_seconds(tracks)
+    log.info("%d track(s), %.0f s of audio -> %s", len(tracks), total, out_root)
+    results = link_results + run_batch(tracks, cfg, out_root, total)
+    _finish(cfg, out_root, results)
+    print(summary_table(results))
+    return 1 if any(r.status == "failed" for r in results) else 0
+
+
+def _add_links(cfg, tracks):
+    from pathlib import Path
+
+    from utils.file_utils import TrackInput
+    from utils.pipeline import TrackResult
+    from utils.youtube import download_links
+
+    failed = []
+    names = {t.name.lower() for t in tracks}
+    for r in download_links(cfg.link, Path(cfg.download_dir), cfg.playlist, cfg.max_duration):
+        if not r.ok:
+            failed.append(TrackResult(r.track_name or r.url, r.url, "failed", r.error))
+            continue
+        if r.track_name.lower() in names:
+            continue
+        names.add(r.track_name.lower())
+        meta = tuple((k, v) for k, v in (("title", r.title), ("uploader", r.uploader),
+                                         ("url", r.webpage_url or r.url),
+                                         ("video_id", r.video_id)) if v)
+        tracks.append(TrackInput(Path(r.path), r.track_name, meta))
+    return tracks, failed
+
+
+def _total_seconds(tracks):
+    from audio_utils.audio_io import audio_info
+    from utils.errors import InputError
+
+    total = 0.0
+    for t in tracks:
+        try:
+            sr, _, frames = audio_info(t.path)
+            total += frames / sr
+        except (InputError, OSError):
+            pass  # decoded later, or fails with its own reason
+    return total
+
+
+def _finish(cfg, out_root, results):
+    """Batch-level reports once every track has ended (evaluation CSV and table)."""
+    rows = [r.eval_row for r in results if r.eval_row]
+    if cfg.eval and rows:
+        from utils.evaluation import format_table, write_batch_csv
+
+        write_batch_csv(out_root / "vtrace_eval.csv", rows)
+        print(format_table(rows))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

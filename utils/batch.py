@@ -1,0 +1,182 @@
+"""Running a batch of tracks: in-process or in worker processes, with progress and a summary.
+
+Every track ends in a TrackResult (ok, skipped or failed with a reason); one bad file never
+stops the batch. With ``thread`` N > 1, N spawned worker processes each load the separation
+model once and reuse it; torch gets ``max(1, cores // N)`` threads per worker.
+"""
+
+import logging
+import logging.handlers
+import multiprocessing as mp
+import os
+import sys
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+
+from utils.pipeline import TrackResult, process_track
+
+log = logging.getLogger(__name__)
+
+# Per-process state: the separator is built on first use and kept for every later track.
+_state = {"cfg": None, "separator": None}
+
+
+def torch_threads(workers):
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def _get_separator():
+    if _state["separator"] is None:
+        from utils.separation import DemucsSeparator
+
+        cfg = _state["cfg"]
+        _state["separator"] = DemucsSeparator(
+            model=cfg.demucs_model, model_repo=cfg.model_repo, device=cfg.device,
+            shifts=cfg.shifts, overlap=cfg.overlap, segment=cfg.segment,
+            other_method=cfg.other_method, threads=torch_threads(cfg.thread),
+            progress=_state.get("progress"))
+    return _state["separator"]
+
+
+def _init_worker(cfg, log_queue, level):
+    root = logging.getLogger()
+    root.handlers[:] = [logging.handlers.QueueHandler(log_queue)]
+    root.setLevel(level)
+    _state["cfg"], _state["separator"] = cfg, None
+
+
+def _work(track, out_root):
+    return process_track(track, _state["cfg"], out_root, _get_separator)
+
+
+class Progress:
+    """Batch progress in audio-seconds on stderr: a tqdm bar on a terminal, plain log lines
+    otherwise, nothing with --quiet."""
+
+    def __init__(self, total_tracks, total_seconds, quiet):
+        self.n_tracks, self.done = total_tracks, 0
+        self.bar = None
+        self.quiet = quiet
+        if not quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=round(total_seconds, 1) or None, unit="s audio",
+                            desc="VTrace", file=sys.stderr, dynamic_ncols=True,
+                            bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} s audio "
+                                       "[{elapsed}<{remaining}]")
+
+    def audio(self, seconds):
+        if self.bar is not None:
+            self.bar.update(seconds)
+
+    def track_done(self, result, counted_audio):
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(max(0.0, result.audio_seconds - counted_audio))
+            self.bar.set_postfix_str(f"{self.done}/{self.n_tracks} tracks")
+        if result.status == "failed":
+            log.error("[%d/%d] %s: failed: %s", self.done, self.n_tracks, result.name,
+                      result.reason)
+        elif not self.quiet:
+            log.info("[%d/%d] %s: %s (%.1f s audio in %.1f s)", self.done, self.n_tracks,
+                     result.name, result.status, result.audio_seconds, result.wall_seconds)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_batch(tracks, cfg, out_root, total_seconds=0.0):
+    """Process every TrackInput; returns their TrackResults in input order."""
+    progress = Progress(len(tracks), total_seconds, cfg.quiet)
+    try:
+        if cfg.thread <= 1 or len(tracks) <= 1:
+            return _run_here(tracks, cfg, out_root, progress)
+        return _run_pool(tracks, cfg, out_root, progress)
+    finally:
+        progress.close()
+
+
+def _run_here(tracks, cfg, out_root, progress):
+    _state["cfg"] = cfg
+    if _state.get("separator") is not None and _state.get("cfg_key") != _cfg_key(cfg):
+        _state["separator"] = None
+    _state["cfg_key"] = _cfg_key(cfg)
+    results = []
+    for track in tracks:
+        counted = [0.0]
+
+        def on_audio(seconds, counted=counted):
+            counted[0] += seconds
+            progress.audio(seconds)
+
+        r = process_track(track, cfg, out_root, _get_separator, on_audio)
+        progress.track_done(r, counted[0])
+        results.append(r)
+    return results
+
+
+def _run_pool(tracks, cfg, out_root, progress):
+    workers = min(cfg.thread, len(tracks))
+    ctx = mp.get_context("spawn")
+    log_queue = ctx.Queue()
+    listener = logging.handlers.QueueListener(log_queue, *logging.getLogger().handlers,
+                                              respect_handler_level=True)
+    listener.start()
+    results = {}
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                               initargs=(cfg, log_queue, logging.DEBUG))
+    try:
+        futures = {pool.submit(_work, t, out_root): i for i, t in enumerate(tracks)}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                i = futures[f]
+                try:
+                    r = f.result()
+                except Exception as exc:  # a worker died (killed, out of memory)
+                    r = TrackResult(tracks[i].name, str(tracks[i].path), "failed",
+                                    f"worker process died: {type(exc).__name__}: {exc}")
+                results[i] = r
+                progress.track_done(r, 0.0)
+    except BaseException:
+        for p in list(getattr(pool, "_processes", {}).values()):
+            p.terminate()  # Ctrl-C: stop workers now; their temp files are never renamed
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    else:
+        pool.shutdown(wait=True)
+    finally:
+        listener.stop()
+    return [results[i] for i in range(len(tracks))]
+
+
+def _cfg_key(cfg):
+    return (cfg.demucs_model, cfg.model_repo, cfg.device, cfg.shifts, cfg.overlap, cfg.segment,
+            cfg.other_method, cfg.thread)
+
+
+def summary_table(results):
+    """The end-of-run table for stdout: track, status, audio length, time, folder or reason."""
+    rows = [("track", "status", "audio", "time", "output / reason")]
+    for r in results:
+        where = r.reason if r.status == "failed" else r.output_dir
+        rows.append((r.name, r.status, f"{r.audio_seconds:.1f}s", f"{r.wall_seconds:.1f}s",
+                     where))
+    widths = [min(40, max(len(row[i]) for row in rows)) for i in range(4)]
+    lines = []
+    for row in rows:
+        cells = [row[i][:widths[i]].ljust(widths[i]) for i in range(4)] + [row[4]]
+        lines.append("  ".join(cells))
+    lines.insert(1, "  ".join("-" * w for w in widths) + "  " + "-" * 15)
+    counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
+    lines.append(f"{len(results)} track(s): {counts['ok']} ok, {counts['skipped']} skipped, "
+                 f"{counts['failed']} failed")
+    return "\n".join(lines)
+
+
+def output_root(cfg, first_input):
+    from utils.file_utils import default_output_dir
+
+    return Path(cfg.output) if cfg.output else default_output_dir(first_input)

@@ -1,0 +1,144 @@
+"""Finding inputs, naming tracks, and the separated/ layout.
+
+The layout is Demucs' own: ``<separated_dir>/<model>/<track>/{vocals,no_vocals}.<ext>``.
+VTrace writes it, reuses it when present, and accepts stems other tools placed there.
+"""
+
+import hashlib
+import logging
+import os
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from utils.errors import InputError, UsageError
+
+log = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aiff", ".aif",
+                    ".webm")
+STEM_NAMES = ("vocals", "no_vocals")
+MAX_NAME_BYTES = 200
+
+
+@dataclass(frozen=True)
+class TrackInput:
+    """One track to process: where its audio is and what it is called in outputs."""
+
+    path: Path
+    name: str
+    meta: tuple = ()  # (key, value) pairs from a download: title, uploader, url...
+
+
+def sanitize_name(text, max_bytes=MAX_NAME_BYTES):
+    """A file-name-safe version of ``text``: no path separators, no control characters, no
+    leading dots or dashes, at most ``max_bytes`` UTF-8 bytes; never empty."""
+    text = unicodedata.normalize("NFC", str(text))
+    text = "".join(" " if unicodedata.category(c).startswith("C") else c for c in text)
+    text = re.sub(r'[/\\:*?"<>|]+', "_", text)
+    text = re.sub(r"\s+", " ", text).strip()
+    text = text.lstrip(".-_ ")
+    encoded = text.encode("utf-8")[:max_bytes]
+    text = encoded.decode("utf-8", errors="ignore").rstrip(" .")
+    return text or "track"
+
+
+def collect_inputs(paths, recursive=False, exclude=()):
+    """Expand files and folders into TrackInputs, in a stable order, with unique names.
+
+    Folders are scanned for AUDIO_EXTENSIONS (descending with ``recursive``); folders in
+    ``exclude`` (the output and separated folders) are never scanned. A missing path is a
+    UsageError; a named file with another extension is kept (its decoding decides).
+    """
+    excluded = {_resolved(e) for e in exclude if e}
+    found = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            walker = p.rglob("*") if recursive else p.iterdir()
+            files = []
+            for f in walker:
+                if any(_inside(f, e) for e in excluded) or f.name.startswith("."):
+                    continue
+                if f.suffix.lower() in AUDIO_EXTENSIONS and (f.is_file() or f.is_symlink()):
+                    files.append(f)
+            found.extend(sorted(files))
+        elif p.exists() or p.is_symlink():
+            found.append(p)
+        else:
+            raise UsageError(f"input={raw}: no such file or folder")
+    tracks, seen_paths, used = [], set(), set()
+    for f in found:
+        key = _resolved(f)
+        if key in seen_paths:
+            continue
+        seen_paths.add(key)
+        name = sanitize_name(f.stem)
+        if name.lower() in used:  # a/song.wav and b/song.mp3 must not overwrite each other
+            name = f"{sanitize_name(f.stem, MAX_NAME_BYTES - 7)}-{_short_hash(key)}"
+        used.add(name.lower())
+        tracks.append(TrackInput(f, name))
+    return tracks
+
+
+def stem_paths(separated_dir, model, track):
+    """``(vocals, no_vocals)`` paths of a track's stems if both exist (any audio extension,
+    WAV first), else None."""
+    folder = Path(separated_dir) / model / track
+    out = []
+    for stem in STEM_NAMES:
+        for ext in (".wav", ".flac", ".mp3", ".ogg", ".aiff", ".aif"):
+            candidate = folder / f"{stem}{ext}"
+            if candidate.is_file():
+                out.append(candidate)
+                break
+        else:
+            return None
+    return tuple(out)
+
+
+def stems_folder(separated_dir, model, track):
+    return Path(separated_dir) / model / track
+
+
+def file_identity(path):
+    """What identifies an input's content for resume: size, mtime and a hash of its ends."""
+    path = Path(path)
+    try:
+        st = path.stat()
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            h.update(f.read(1 << 16))
+            if st.st_size > 1 << 17:
+                f.seek(-(1 << 16), os.SEEK_END)
+                h.update(f.read(1 << 16))
+    except OSError as exc:
+        raise InputError(f"{path.name}: cannot read file ({exc.strerror or exc})") from None
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "sha256_ends": h.hexdigest()}
+
+
+def default_output_dir(first_input):
+    p = Path(first_input)
+    base = p if p.is_dir() else p.parent
+    return base / "vtrace_output"
+
+
+def _resolved(p):
+    try:
+        return Path(p).resolve()
+    except OSError:
+        return Path(os.path.abspath(p))
+
+
+def _inside(path, folder):
+    try:
+        _resolved(path).relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def _short_hash(path):
+    return hashlib.sha1(str(path).encode("utf-8", "surrogateescape")).hexdigest()[:6]
