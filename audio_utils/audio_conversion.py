@@ -1,0 +1,263 @@
+"""Decoding inputs soundfile cannot read, and MP3 export, through an ffmpeg subprocess.
+
+ffmpeg is run with an argument list (never a shell) and every path is passed absolute with a
+``file:`` prefix, so names with spaces, quotes, ``$(...)`` or a leading ``-`` are never parsed
+as options or protocols. Outputs go to a temporary name in the destination folder
+(``.vtrace-*.part``) and are ``os.replace()``d into place once complete.
+
+Gapless MP3 (measured with this module's encoder, ffmpeg 9 / libmp3lame, on 44.1 kHz stereo):
+ffmpeg's libmp3lame writes a LAME/Xing "Info" header holding the encoder delay and padding.
+Decoders that honour it return exactly the WAV's samples (cross-correlation lag 0, same
+length): ffmpeg, pydub (it decodes through ffmpeg; it also needs ffprobe unless given
+``codec=``, and returns 16-bit integers) and soundfile with libsndfile 1.2.2 (mpg123).
+An MP3 with no such header (lameenc writes none) decodes 1105 samples late in all three
+(576 encoder delay + 529 decoder delay) and longer by the padding; that offset is constant, so
+the alignment step removes it, but VTrace's own MP3s never carry it.
+Other codecs through ffmpeg: m4a (AAC in MP4: edit list), opus and webm (Opus pre-skip)
+decode at lag 0; raw ADTS ``.aac`` has nowhere to store the priming and decodes 1024 samples
+late with ffmpeg's encoder (2112 with Apple's), a constant offset. Opus always decodes at
+48 kHz, whatever rate the encoder was fed.
+"""
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import soundfile as sf
+
+from utils.errors import ConfigError, InputError, OutputError
+
+log = logging.getLogger(__name__)
+
+# What the CLI scans. soundfile (libsndfile >= 1.1 for MP3) reads the first group
+# directly; the rest go through ffmpeg.
+SOUNDFILE_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"})
+FFMPEG_EXTENSIONS = frozenset({".m4a", ".aac", ".opus", ".webm"})
+SUPPORTED_EXTENSIONS = SOUNDFILE_EXTENSIONS | FFMPEG_EXTENSIONS
+
+# MPEG-1 Layer III CBR bitrates (the only ones at 32/44.1/48 kHz).
+MP3_BITRATES_KBPS = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
+# Lower rates are MPEG-2/2.5, where LAME caps the bitrate at 160/64 kbps by itself.
+MP3_SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+
+# A decode shorter than the container's declared duration by more than this is truncated.
+_TRUNCATION_SLACK_S = 0.1
+_TRUNCATION_SLACK_FRACTION = 0.01
+
+_LEVEL_RE = re.compile(r"\[(error|fatal|panic|warning)\] ?(.*)")
+_CONTEXT_RE = re.compile(r"\[[^\]]*@ 0x[0-9a-f]+\] ?")
+_DURATION_RE = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
+
+
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg to run: one on PATH, else the binary bundled by imageio-ffmpeg.
+
+    Raises:
+        InputError: when neither exists.
+    """
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError) as exc:
+        raise InputError(f"no ffmpeg found (PATH has none, imageio-ffmpeg: {exc}); m4a/aac/"
+                         "opus/webm inputs and MP3 export need it: install ffmpeg or "
+                         "`pip install imageio-ffmpeg`") from exc
+
+
+def needs_ffmpeg(path: Path) -> bool:
+    """True when ``path`` should be decoded with :func:`decode_to_wav` rather than soundfile.
+
+    Decided by extension (case-insensitive): anything outside SOUNDFILE_EXTENSIONS, and MP3
+    when the installed libsndfile is older than 1.1 (no MP3 support).
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix == ".mp3":
+        version = tuple(int(p) for p in re.findall(r"\d+", sf.__libsndfile_version__)[:2])
+        return version < (1, 1)
+    return suffix not in SOUNDFILE_EXTENSIONS
+
+
+def decode_to_wav(src: Path, dst: Path) -> None:
+    """Decode the first audio stream of ``src`` to a float32 WAV at ``dst``.
+
+    Keeps the stream's sample rate and channel count (the caller downmixes/resamples);
+    float output is never clipped. ``dst`` appears only when complete (RF64 past 4 GiB).
+
+    Raises:
+        InputError: one line naming the file and why: missing, a folder, unreadable, empty,
+            not decodable (ffmpeg's reason), no audio stream, truncated, or no samples.
+    """
+    src = Path(src).absolute()
+    _check_readable(src)
+    args = ["-i", _url(src), "-map", "0:a:0", "-c:a", "pcm_f32le", "-rf64", "auto", "-f", "wav"]
+    with _temp_output(Path(dst)) as tmp:
+        stderr, rc = _run_ffmpeg(args, tmp)
+        if rc != 0:
+            raise InputError(f"cannot decode input={str(src)!r}: {_failure_reason(stderr)}; "
+                             "expected an audio file ffmpeg reads (m4a, aac, opus, webm, ...): "
+                             "check the file is complete and really audio")
+        info = sf.info(str(tmp))
+        if info.frames == 0:
+            raise InputError(f"input={str(src)!r}: no audio samples left after decoding; "
+                             "the file holds an empty audio stream")
+        _check_complete(src, stderr, info.frames / info.samplerate)
+
+
+def encode_mp3(wav_path: Path, mp3_path: Path, bitrate_kbps: int = 320,
+               tags: dict | None = None) -> None:
+    """Encode ``wav_path`` to a CBR MP3 at ``mp3_path`` that decodes sample-aligned with it.
+
+    libmp3lame writes the LAME/Xing header (encoder delay and padding), so gapless decoders
+    return the WAV's samples at lag 0. Rates MP3 cannot store (e.g. 96 kHz) are resampled to
+    the nearest higher MP3 rate, or 48 kHz, with a warning.
+
+    Args:
+        bitrate_kbps: one of MP3_BITRATES_KBPS (config key mp3_bitrate).
+        tags: ID3v2.3 text tags, e.g. {"title": ..., "artist": ...}; None or {} for none.
+
+    Raises:
+        ConfigError: bitrate or tag name not allowed.
+        OutputError: the WAV cannot be read or the MP3 cannot be written.
+    """
+    if bitrate_kbps not in MP3_BITRATES_KBPS:
+        raise ConfigError(f"mp3_bitrate={bitrate_kbps!r} is not an MP3 CBR bitrate; "
+                          f"use one of {', '.join(map(str, MP3_BITRATES_KBPS))}")
+    wav_path = Path(wav_path).absolute()
+    try:
+        rate = sf.info(str(wav_path)).samplerate
+    except (sf.LibsndfileError, OSError) as exc:
+        raise OutputError(f"cannot read wav={str(wav_path)!r} to encode MP3: "
+                          f"{_one_line(str(exc))}; check the WAV was written") from exc
+    args = ["-i", _url(wav_path), "-map", "0:a:0", "-map_metadata", "-1",
+            "-c:a", "libmp3lame", "-b:a", f"{bitrate_kbps}k", "-write_xing", "1",
+            "-id3v2_version", "3"]
+    if rate not in MP3_SAMPLE_RATES:
+        new_rate = min((r for r in MP3_SAMPLE_RATES if r > rate), default=48000)
+        log.warning("%s: MP3 cannot store %d Hz, resampling its MP3 to %d Hz",
+                    wav_path.name, rate, new_rate)
+        args += ["-ar", str(new_rate)]
+    for key, value in (tags or {}).items():
+        if not re.fullmatch(r"[a-z_]+", str(key)):
+            raise ConfigError(f"MP3 tag name {key!r} is not allowed; use lowercase names "
+                              "such as title, artist, album")
+        args += ["-metadata", f"{key}={_one_line(str(value))}"]
+    args += ["-f", "mp3"]
+    try:
+        with _temp_output(Path(mp3_path)) as tmp:
+            stderr, rc = _run_ffmpeg(args, tmp)
+            if rc != 0:
+                raise OutputError(f"cannot encode mp3={str(mp3_path)!r}: "
+                                  f"{_failure_reason(stderr)}; check disk space and that this "
+                                  "ffmpeg has libmp3lame (imageio-ffmpeg's has)")
+    except InputError as exc:  # ffmpeg missing: for an output that is an output failure
+        raise OutputError(str(exc)) from exc
+
+
+def _check_readable(src: Path) -> None:
+    if not src.exists():
+        kind = "a dangling link" if src.is_symlink() else "missing"
+        raise InputError(f"input={str(src)!r} is {kind}; point VTrace at an existing file")
+    if not src.is_file():
+        raise InputError(f"input={str(src)!r} is not a regular file; give an audio file")
+    if not os.access(src, os.R_OK):
+        raise InputError(f"input={str(src)!r} is not readable; check its permissions")
+    if src.stat().st_size == 0:
+        raise InputError(f"input={str(src)!r} is empty (0 bytes); replace it with the "
+                         "complete file")
+
+
+def _check_complete(src: Path, stderr: str, decoded_s: float) -> None:
+    """Fail a decode that reported errors and came out short; otherwise only warn."""
+    errors = [m for lvl, m in _levels(stderr) if lvl != "warning"]
+    if not errors:
+        return  # without an error a shorter stream is legitimate (e.g. video longer than audio)
+    match = _DURATION_RE.search(stderr)
+    estimated = "Estimating duration from bitrate" in stderr
+    if match and not estimated:
+        h, m, s = match.groups()
+        declared = int(h) * 3600 + int(m) * 60 + float(s)
+        slack = _TRUNCATION_SLACK_S + _TRUNCATION_SLACK_FRACTION * declared
+        if decoded_s >= declared - slack:
+            log.warning("%s: ffmpeg reported decoding errors, audio kept: %s", src.name,
+                        errors[0])
+            return
+        raise InputError(f"input={str(src)!r} is truncated: decoded {decoded_s:.2f} s of the "
+                         f"{declared:.2f} s it declares (ffmpeg: {errors[0]}); "
+                         "replace it with the complete file")
+    raise InputError(f"input={str(src)!r} is damaged or truncated (ffmpeg: {errors[0]}); "
+                     "replace it with the complete file")
+
+
+def _run_ffmpeg(args: list[str], out: Path) -> tuple[str, int]:
+    # level+info prefixes each line with its level, so errors can be told from chatter.
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info",
+           "-y", *args, _url(out)]
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    return proc.stderr.decode("utf-8", "replace"), proc.returncode
+
+
+def _levels(stderr: str) -> list[tuple[str, str]]:
+    found = []
+    for line in stderr.splitlines():
+        m = _LEVEL_RE.search(_CONTEXT_RE.sub("", line))
+        if m:
+            found.append((m.group(1), m.group(2).strip()))
+    return found
+
+
+def _failure_reason(stderr: str) -> str:
+    errors = [m for lvl, m in _levels(stderr) if lvl != "warning" and m]
+    if any("matches no streams" in m for m in errors):
+        return "no audio stream in the file (video or image only?)"
+    # ffmpeg's first error is the specific one ("moov atom not found"), its last the summary.
+    specific = [m.removeprefix("Error opening input: ") for m in errors
+                if not m.startswith(("Error opening input file", "Error opening output file"))]
+    if not specific:
+        return "ffmpeg failed without a reason"
+    reason = specific[0] if len(specific) == 1 else f"{specific[0]} ({specific[-1]})"
+    return _one_line(reason)[:300]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _url(path: Path) -> str:
+    # "file:" + absolute path: never an option (leading '-'), never another protocol.
+    return "file:" + str(Path(path).absolute())
+
+
+class _temp_output:
+    """Context manager: a temp path beside ``dst``, renamed to ``dst`` on success only."""
+
+    def __init__(self, dst: Path):
+        self.dst = dst.absolute()
+
+    def __enter__(self) -> Path:
+        try:
+            fd, name = tempfile.mkstemp(prefix=".vtrace-", suffix=".part", dir=self.dst.parent)
+        except OSError as exc:
+            raise OutputError(f"cannot write in folder={str(self.dst.parent)!r}: "
+                              f"{exc.strerror}; check it exists and is writable") from exc
+        os.close(fd)
+        self.tmp = Path(name)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            try:
+                os.replace(self.tmp, self.dst)
+                return False
+            except OSError as err:
+                self.tmp.unlink(missing_ok=True)
+                raise OutputError(f"cannot write output={str(self.dst)!r}: {err.strerror}; "
+                                  "check the folder is writable") from err
+        self.tmp.unlink(missing_ok=True)
+        return False
