@@ -120,7 +120,8 @@ def encode_mp3(wav_path: Path, mp3_path: Path, bitrate_kbps: int = 320,
 
     Args:
         bitrate_kbps: one of MP3_BITRATES_KBPS (config key mp3_bitrate).
-        tags: ID3v2.3 text tags, e.g. {"title": ..., "artist": ...}; None or {} for none.
+        tags: ID3v2.3 text tags, e.g. {"title": ..., "artist": ...}; None or {} for none;
+            entries whose value is None or blank are left out.
 
     Raises:
         ConfigError: bitrate or tag name not allowed.
@@ -144,6 +145,8 @@ def encode_mp3(wav_path: Path, mp3_path: Path, bitrate_kbps: int = 320,
                     wav_path.name, rate, new_rate)
         args += ["-ar", str(new_rate)]
     for key, value in (tags or {}).items():
+        if value is None or str(value).strip() == "":
+            continue  # an unknown artist is no tag, not the text "None"
         if not re.fullmatch(r"[a-z_]+", str(key)):
             raise ConfigError(f"MP3 tag name {key!r} is not allowed; use lowercase names "
                               "such as title, artist, album")

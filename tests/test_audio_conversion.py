@@ -182,6 +182,8 @@ def _bad_input(kind, tmp_path):
         p = tmp_path / "picture.m4a"
         ffmpeg("-f", "lavfi", "-i", "color=c=red:s=16x16:d=0.2", "-frames:v", "1",
                "-f", "image2", "-c:v", "png", str(p))
+    elif kind == "no samples":
+        p = write_wav(tmp_path / "nothing.wav", np.zeros((2, 0), np.float32), 44100)
     elif kind == "dangling link":
         p = tmp_path / "gone.m4a"
         p.symlink_to(tmp_path / "nowhere.m4a")
@@ -195,7 +197,8 @@ def _bad_input(kind, tmp_path):
     ("empty", "empty"), ("random bytes", "cannot decode"), ("text m4a", "cannot decode"),
     ("text webm", "cannot decode"), ("truncated m4a", "moov atom not found"),
     ("truncated m4a faststart", "truncated"), ("truncated webm", "truncated"),
-    ("no audio stream", "no audio stream"), ("dangling link", "dangling link"),
+    ("no audio stream", "no audio stream"), ("no samples", "no audio samples"),
+    ("dangling link", "dangling link"),
     ("folder", "not a regular file")])
 def test_bad_input_fails_with_one_line(tmp_path, kind, reason):
     src = _bad_input(kind, tmp_path)
@@ -266,6 +269,9 @@ def test_mp3_without_tags_has_no_title(tmp_path, ref44):
     wav, _ = ref44
     ac.encode_mp3(wav, tmp_path / "plain.mp3")
     assert "TIT2" not in ID3(str(tmp_path / "plain.mp3"))
+    ac.encode_mp3(wav, tmp_path / "blank.mp3", tags={"title": "T", "artist": "", "album": None})
+    id3 = ID3(str(tmp_path / "blank.mp3"))
+    assert str(id3["TIT2"]) == "T" and "TPE1" not in id3 and "TALB" not in id3
 
 
 def test_mp3_high_rate_is_resampled(tmp_path):
