@@ -15,7 +15,7 @@ An MP3 with no such header (lameenc writes none) decodes 1105 samples late in al
 the alignment step removes it, but VTrace's own MP3s never carry it.
 Other codecs through ffmpeg: m4a (AAC in MP4: edit list), opus and webm (Opus pre-skip)
 decode at lag 0; raw ADTS ``.aac`` has nowhere to store the priming and decodes 1024 samples
-late with ffmpeg's encoder (2112 with Apple's), a constant offset. Opus always decodes at
+late with ffmpeg's encoder (Apple documents 2112 for its own), a constant offset. Opus decodes at
 48 kHz, whatever rate the encoder was fed.
 """
 
