@@ -162,18 +162,20 @@ def _video(ydl, info, url, folder, max_duration, refusals, index, alias):
     if hit:
         return hit
     ydl.params["outtmpl"]["default"] = stem + ".%(ext)s"  # stem is [a-z0-9_-] only: no % codes
-    done = ydl.process_ie_result(info, download=True)
+    try:
+        done = ydl.process_ie_result(info, download=True)
+    except Exception as e:
+        _remove_leftovers(folder, stem)
+        return _failed(url, describe_error(e), info)
     if info.get("id") in refusals:
         return _refused(*refusals.pop(info.get("id")), url=url)
     path = _downloaded_path(done, folder)
-    if path is None:
-        return _failed(url, "the download produced no audio file (no audio stream, or a "
-                            f"format outside {sorted(AUDIO_EXTENSIONS)}); try another link",
-                       info)
-    too_long = _too_long_on_disk(path, max_duration)
-    if too_long:
-        path.unlink(missing_ok=True)
-        return _failed(url, too_long, info)
+    why = _too_long_on_disk(path, max_duration) if path else (
+        "no audio: the download produced no audio file (allowed: "
+        f"{', '.join(sorted(AUDIO_EXTENSIONS))}); try another link")
+    if why:
+        _remove_leftovers(folder, stem)
+        return _failed(url, why, info)
     result = _result(url, info, path)
     index.add(stem, url, result, alias)
     return result
@@ -317,7 +319,8 @@ def describe_error(exc: BaseException) -> str:
     if any(isinstance(e, UnsupportedError) for e in chain) or "unsupported url" in text:
         return ("unsupported site, or no audio/video found on the page: give a link to a "
                 f"video page or an audio file ({raw})")
-    if "requested format is not available" in text or "no video formats" in text:
+    if "requested format is not available" in text or "no video formats" in text or \
+            "audio codec" in text:
         return f"no audio: the link has no downloadable audio stream ({raw})"
     if "unsupported url scheme" in text:
         return f"malformed link: only http:// and https:// links are accepted ({raw})"
@@ -363,6 +366,13 @@ def _downloaded_path(info, folder):
                 and path.is_file() and path.stat().st_size > 0:
             return path
     return None
+
+
+def _remove_leftovers(folder, stem):
+    # Video-only or refused downloads must not linger where a later run could pick them up.
+    for leftover in folder.glob(stem + ".*"):
+        if leftover.is_file() and _inside(leftover, folder):
+            leftover.unlink(missing_ok=True)
 
 
 def _inside(path, folder):
