@@ -302,11 +302,15 @@ def describe_error(exc: BaseException) -> str:
     if status == 429 or "too many requests" in text or "not a bot" in text:
         return ("rate limited (HTTP 429): the site is refusing requests from this machine; "
                 f"wait and retry later ({raw})")
+    if "requested format is not available" in text or "no video formats" in text or \
+            "audio codec" in text:
+        return f"no audio: the link has no downloadable audio stream ({raw})"
     if re.search(r"removed|no longer available|account .*terminated|video unavailable|"
-                 r"does not exist|has been deleted", text):
+                 r"video is unavailable|video does not exist|has been deleted", text):
         return f"removed or unavailable: the video no longer exists on the site ({raw})"
     if status is not None:
-        return f"HTTP error {status}: the server refused the request; check the link ({raw})"
+        return (f"HTTP error {status}: the server refused the request; check the link, retry "
+                f"later or update yt-dlp ({raw})")
     if re.search(r"failed to resolve|name or service not known|temporary failure in name "
                  r"resolution|nodename nor servname|getaddrinfo failed|network is unreachable"
                  r"|no route to host", text):
@@ -319,9 +323,6 @@ def describe_error(exc: BaseException) -> str:
     if any(isinstance(e, UnsupportedError) for e in chain) or "unsupported url" in text:
         return ("unsupported site, or no audio/video found on the page: give a link to a "
                 f"video page or an audio file ({raw})")
-    if "requested format is not available" in text or "no video formats" in text or \
-            "audio codec" in text:
-        return f"no audio: the link has no downloadable audio stream ({raw})"
     if "unsupported url scheme" in text:
         return f"malformed link: only http:// and https:// links are accepted ({raw})"
     if any(isinstance(e, TransportError) for e in chain):
@@ -350,7 +351,7 @@ def _file_stem(info):
     """
     extractor = str(info.get("extractor_key") or info.get("extractor") or "site")
     video_id = str(info.get("id") or "")
-    safe_id = re.sub(r"[^A-Za-z0-9_-]", "_", video_id)[:64].lstrip("-") or "video"
+    safe_id = re.sub(r"[^A-Za-z0-9_-]", "_", video_id)[:64] or "video"
     stem = re.sub(r"[^a-z0-9]", "", extractor.lower())[:24] + "-" + safe_id
     if extractor in ("Generic", "HTML5MediaEmbed") or safe_id != video_id:
         key = f"{info.get('webpage_url') or ''}\n{video_id}".encode("utf-8", "replace")
