@@ -63,13 +63,13 @@ def estimate_offset(original, stems_sum, max_lag):
     # Energy of each length-n window of sig, for the normalised correlation.
     csum = np.concatenate(([0.0], np.cumsum(sig * sig)))
     win_energy = csum[n:] - csum[:-n]
-    norm = np.sqrt(np.maximum(win_energy, 1e-30) * ref_energy)
-    score = corr / norm
-    k = int(np.argmax(np.abs(score)))
-    confidence = float(abs(score[k]))
+    # The peak of the raw correlation, not of the normalised one: normalising by a window
+    # that is mostly zeros (a lag near the file's edge) would inflate a tiny overlap.
+    k = int(np.argmax(np.abs(corr)))
+    confidence = float(abs(corr[k]) / np.sqrt(max(win_energy[k], 1e-30) * ref_energy))
     if confidence < MIN_CONFIDENCE:
         return Offset(0, 1, confidence)
-    return Offset(k - max_lag, 1 if score[k] > 0 else -1, min(confidence, 1.0))
+    return Offset(k - max_lag, 1 if corr[k] > 0 else -1, min(confidence, 1.0))
 
 
 def analysis_window(length, sr, seconds=20.0):

@@ -3,7 +3,7 @@
 ffmpeg is run with an argument list (never a shell) and every path is passed absolute with a
 ``file:`` prefix, so names with spaces, quotes, ``$(...)`` or a leading ``-`` are never parsed
 as options or protocols. Outputs go to a temporary name in the destination folder
-(``.vtrace-*.part``) and are ``os.replace()``d into place once complete.
+(see ``audio_io.atomic_path``) and are ``os.replace()``d into place once complete.
 
 Gapless MP3 (measured with this module's encoder, ffmpeg 9 / libmp3lame, on 44.1 kHz stereo):
 ffmpeg's libmp3lame writes a LAME/Xing "Info" header holding the encoder delay and padding.
@@ -24,11 +24,11 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import soundfile as sf
 
+from audio_utils.audio_io import atomic_path
 from utils.errors import ConfigError, InputError, OutputError
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def decode_to_wav(src: Path, dst: Path) -> None:
     src = Path(src).absolute()
     _check_readable(src)
     args = ["-i", _url(src), "-map", "0:a:0", "-c:a", "pcm_f32le", "-rf64", "auto", "-f", "wav"]
-    with _temp_output(Path(dst)) as tmp:
+    with atomic_path(Path(dst).absolute()) as tmp:
         stderr, rc = _run_ffmpeg(args, tmp)
         if rc != 0:
             raise InputError(f"cannot decode input={str(src)!r}: {_failure_reason(stderr)}; "
@@ -153,7 +153,7 @@ def encode_mp3(wav_path: Path, mp3_path: Path, bitrate_kbps: int = 320,
         args += ["-metadata", f"{key}={_one_line(str(value))}"]
     args += ["-f", "mp3"]
     try:
-        with _temp_output(Path(mp3_path)) as tmp:
+        with atomic_path(Path(mp3_path).absolute()) as tmp:
             stderr, rc = _run_ffmpeg(args, tmp)
             if rc != 0:
                 raise OutputError(f"cannot encode mp3={str(mp3_path)!r}: "
@@ -235,32 +235,3 @@ def _one_line(text: str) -> str:
 def _url(path: Path) -> str:
     # "file:" + absolute path: never an option (leading '-'), never another protocol.
     return "file:" + str(Path(path).absolute())
-
-
-class _temp_output:
-    """Context manager: a temp path beside ``dst``, renamed to ``dst`` on success only."""
-
-    def __init__(self, dst: Path):
-        self.dst = dst.absolute()
-
-    def __enter__(self) -> Path:
-        try:
-            fd, name = tempfile.mkstemp(prefix=".vtrace-", suffix=".part", dir=self.dst.parent)
-        except OSError as exc:
-            raise OutputError(f"cannot write in folder={str(self.dst.parent)!r}: "
-                              f"{exc.strerror}; check it exists and is writable") from exc
-        os.close(fd)
-        self.tmp = Path(name)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is None:
-            try:
-                os.replace(self.tmp, self.dst)
-                return False
-            except OSError as err:
-                self.tmp.unlink(missing_ok=True)
-                raise OutputError(f"cannot write output={str(self.dst)!r}: {err.strerror}; "
-                                  "check the folder is writable") from err
-        self.tmp.unlink(missing_ok=True)
-        return False

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 WAV_SUBTYPES = {"pcm16": "PCM_16", "pcm24": "PCM_24", "float32": "FLOAT"}
 TMP_MARK = ".vtrace-tmp"
+WORK_PREFIX = ".vtrace-work-"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -28,8 +29,12 @@ os.umask(_UMASK)
 def _new_temp(final_path, suffix):
     """A temporary file next to ``final_path`` with the permissions a plain open() would give
     (mkstemp's are owner-only)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{final_path.stem[:80]}", suffix=TMP_MARK + suffix,
-                               dir=final_path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{final_path.stem[:80]}", suffix=TMP_MARK + suffix,
+                                   dir=final_path.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write in folder={str(final_path.parent)!r}: "
+                          f"{exc.strerror}; check it exists and is writable") from None
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)
     return Path(tmp)
@@ -195,12 +200,16 @@ def resample_file(src, dst, samplerate, block=1 << 18):
 
 
 def remove_stale_temps(folder):
-    """Delete temporary files an interrupted earlier run left in ``folder``."""
+    """Delete temporary files and work folders an interrupted earlier run left in ``folder``."""
+    import shutil
+
     folder = Path(folder)
     if folder.is_dir():
         for p in folder.iterdir():
             if TMP_MARK in p.name and p.is_file():
                 p.unlink(missing_ok=True)
+            elif p.name.startswith(WORK_PREFIX) and p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
 
 
 def _reason(exc):

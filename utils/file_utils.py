@@ -17,7 +17,7 @@ from utils.errors import InputError, UsageError
 log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aiff", ".aif",
-                    ".webm")
+                    ".webm")  # what audio_conversion decodes (soundfile, else ffmpeg)
 STEM_NAMES = ("vocals", "no_vocals")
 MAX_NAME_BYTES = 200
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from audio_utils import alignment
-from audio_utils.audio_io import (BlockReader, BlockWriter, audio_info,
+from audio_utils.audio_io import (WORK_PREFIX, BlockReader, BlockWriter, audio_info,
                                   remove_stale_temps, resample_file, write_text_atomic)
 from audio_utils.matching import target_channels
 from processors import vtrace_core as core
@@ -104,7 +104,7 @@ def process_track(track, cfg, out_root, get_separator=None, progress=None):
                 pass
             return result
         out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".vtrace-work-", dir=out_dir) as work:
+        with tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=out_dir) as work:
             _run(track, cfg, out_dir, Path(work), get_separator, progress, result)
         result.status = "ok"
     except VTraceError as exc:
@@ -228,17 +228,17 @@ def _readable_original(path, work):
         raise InputError(f"{path}: not a regular file")
     if path.stat().st_size == 0:
         raise InputError(f"{path.name}: empty file")
-    try:
-        audio_info(path)
-        return path
-    except InputError as first:
+    from audio_utils.audio_conversion import decode_to_wav, needs_ffmpeg
+
+    if not needs_ffmpeg(path):
         try:
-            from audio_utils.audio_conversion import decode_to_wav
-        except ImportError:
-            raise first from None
-        decoded = work / "original.wav"
-        decode_to_wav(path, decoded)
-        return decoded
+            audio_info(path)
+            return path
+        except InputError:
+            pass  # a misnamed file (an .mp3 that is really AAC...): let ffmpeg try
+    decoded = work / "original.wav"
+    decode_to_wav(path, decoded)
+    return decoded
 
 
 def _at_rate(path, sr, work):
