@@ -20,6 +20,7 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".
                     ".webm")  # what audio_conversion decodes (soundfile, else ffmpeg)
 STEM_NAMES = ("vocals", "no_vocals")
 MAX_NAME_BYTES = 200
+_WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com\d|lpt\d)(\..*)?$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -31,17 +32,21 @@ class TrackInput:
     meta: tuple = ()  # (key, value) pairs from a download: title, uploader, url...
 
 
-def sanitize_name(text, max_bytes=MAX_NAME_BYTES):
-    """A file-name-safe version of ``text``: no path separators, no control characters, no
-    leading dots or dashes, at most ``max_bytes`` UTF-8 bytes; never empty."""
-    text = unicodedata.normalize("NFC", str(text))
-    text = "".join(" " if unicodedata.category(c).startswith("C") else c for c in text)
-    text = re.sub(r'[/\\:*?"<>|]+', "_", text)
+def sanitize_name(s, max_bytes=MAX_NAME_BYTES):
+    """A name safe for one path component: no separators, no control/format characters
+    (bidi overrides included), no leading dots/dashes, no Windows reserved names, at most
+    ``max_bytes`` UTF-8 bytes (never splitting a character); never empty ("untitled")."""
+    text = unicodedata.normalize("NFC", str(s))
+    # Category C covers control, format (U+202E...), surrogates and unassigned code points.
+    text = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in text)
+    text = re.sub(r'[/\\:*?"<>|]', "_", text)
     text = re.sub(r"\s+", " ", text).strip()
     text = text.lstrip(".-_ ")
-    encoded = text.encode("utf-8")[:max_bytes]
-    text = encoded.decode("utf-8", errors="ignore").rstrip(" .")
-    return text or "track"
+    text = text.encode("utf-8")[:max(int(max_bytes), 1)].decode("utf-8", errors="ignore")
+    text = text.rstrip(" .")  # Windows drops trailing dots/spaces, making names collide
+    if _WINDOWS_RESERVED.match(text):
+        text = ("_" + text).encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
+    return text or "untitled"
 
 
 def collect_inputs(paths, recursive=False, exclude=()):

@@ -20,15 +20,14 @@ from typing import Callable, Optional
 from urllib.parse import urlsplit
 
 from utils.errors import ConfigError
+from utils.file_utils import MAX_NAME_BYTES, sanitize_name
 
 log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = frozenset({"wav", "flac", "mp3", "m4a", "aac", "ogg", "opus", "aiff"})
 AUDIO_CODEC = "wav"  # what yt-dlp's FFmpegExtractAudio converts to: readable by soundfile
 INDEX_NAME = ".vtrace_links.json"
-MAX_NAME_BYTES = 200
 SOCKET_TIMEOUT = 20.0
-_WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com\d|lpt\d)(\..*)?$", re.IGNORECASE)
 
 ProgressFn = Callable[[str, int, Optional[int]], None]
 
@@ -47,23 +46,6 @@ class LinkResult:
     webpage_url: Optional[str]
     error: Optional[str]       # one line for the user; None when ok
     cached: bool = False       # True when an earlier download was reused
-
-
-def sanitize_name(s: str, max_bytes: int = MAX_NAME_BYTES) -> str:
-    """A name safe for one path component: no separators, no control/format characters
-    (bidi overrides included), no leading dots/dashes, no Windows reserved names, at most
-    ``max_bytes`` UTF-8 bytes (never splitting a character); never empty ("untitled")."""
-    text = unicodedata.normalize("NFC", str(s))
-    # Category C covers control, format (U+202E...), surrogates and unassigned code points.
-    text = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in text)
-    text = re.sub(r'[/\\:*?"<>|]', "_", text)
-    text = re.sub(r"\s+", " ", text).strip()
-    text = text.lstrip(".-_ ")
-    text = text.encode("utf-8")[:max(int(max_bytes), 1)].decode("utf-8", errors="ignore")
-    text = text.rstrip(" .")  # Windows drops trailing dots/spaces, making names collide
-    if _WINDOWS_RESERVED.match(text):
-        text = ("_" + text).encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
-    return text or "untitled"
 
 
 def download_links(urls: list[str], download_dir: Path, playlist: bool,
