@@ -1,0 +1,374 @@
+"""Per-track evaluation (``--eval``): metrics against the model stems and, optionally, true stems.
+
+All signals are float32 ``(channels, samples)`` at one sample rate, taken before any encoding.
+Metric values are floats or None; every None has its reason under the report's "undefined"
+map (key ``"<group>.<output>.<metric>"``), so nothing is guessed and nothing raises for a silent
+or too-short signal. Column names of the batch CSV are ``CSV_COLUMNS`` (documented below).
+"""
+
+import csv
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from processors.audio_checks import check_audio
+from utils import evaluate_metrics as em
+from utils.errors import InputError, OutputError
+
+logger = logging.getLogger(__name__)
+
+SIGNAL_KEYS = ("original", "blended", "voice", "phase_cancel", "model_instrumental",
+               "model_vocals")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
+
+# output -> (what it is compared with among the model stems)
+MODEL_PAIRS = {"phase_cancel": "model_instrumental", "voice": "model_vocals",
+               "blended": "original"}
+# output -> what it is compared with among the true stems ("blend_target" = acc + w*vocals)
+REFERENCE_PAIRS = {"phase_cancel": "accompaniment", "voice": "vocals",
+                   "blended": "blend_target", "model_instrumental": "accompaniment",
+                   "model_vocals": "vocals"}
+_BASIC = ("mse", "cosine", "stoi", "estoi")
+_BSS = ("sdr", "si_sdr", "sir", "sar")  # blended has one source: no SIR/SAR
+
+CSV_COLUMNS = (
+    ["track", "eval_seconds", "duration_s", "sample_rate", "vocal_gain",
+     "vocal_change_db", "vocal_change_expected_db"]
+    + [f"model_{out}_{m}" for out in MODEL_PAIRS for m in _BASIC]
+    + ["ref_vocal_change_db"]
+    + [f"ref_{out}_{m}" for out in REFERENCE_PAIRS
+       for m in _BASIC + (_BSS[:2] if out == "blended" else _BSS)]
+    + ["undefined"]
+)
+
+
+def evaluate_track(signals: dict, sr: int, reference: dict | None = None,
+                   estoi: bool = False, vocal_gain: float | None = None) -> dict:
+    """Evaluate one track's outputs; returns a JSON-ready report dict.
+
+    Args:
+        signals: float32 (channels, samples) arrays, all the same shape, under the keys
+            ``SIGNAL_KEYS``: original, blended (w*O + (1-w)*I), voice (vocal output),
+            phase_cancel (O - V), model_instrumental (I), model_vocals.
+        sr: sample rate of ``signals`` in Hz.
+        reference: ``find_reference``'s result (true stems) or None.
+        estoi: report extended STOI (key "estoi") instead of STOI (key "stoi").
+        vocal_gain: the blend weight w; gives the expected vocal change 20*log10(w) and the
+            true blend target accompaniment + w*vocals. None leaves those undefined.
+
+    Returns:
+        {"sample_rate", "duration_s", "vocal_gain", "stoi_kind", "vocal_change_db",
+        "vocal_change_expected_db", "model": {output: {"against", metrics...}},
+        "reference": None or {"layout", "files", "vocal_change_db", output: {...}},
+        "undefined": {"group.output.metric": reason}, "eval_seconds"}.
+    """
+    started = time.perf_counter()
+    missing = [k for k in SIGNAL_KEYS if k not in signals]
+    if missing:
+        raise InputError(f"evaluate_track: missing signals={missing}; give all of "
+                         f"{list(SIGNAL_KEYS)}")
+    shape = check_audio(signals["original"], "original").shape
+    for key in SIGNAL_KEYS:
+        if check_audio(signals[key], key).shape != shape:
+            raise InputError(f"evaluate_track: {key} shape={signals[key].shape} differs from "
+                             f"original shape={shape}; all outputs must be the same length")
+    kind = "estoi" if estoi else "stoi"
+    undefined: dict[str, str] = {}
+    stoi_cache: dict[str, np.ndarray] = {}
+
+    def value(score: em.Score, key: str) -> float | None:
+        if not score.defined:
+            undefined[key] = score.reason
+        return score.value
+
+    def compare(group: str, out: str, against: str, pool: dict, bss: dict | None) -> dict:
+        ref, est = pool[against], pool[out]
+        base = em.basic_metrics(ref, est)
+        for name in (against, out):
+            if name not in stoi_cache:
+                stoi_cache[name] = em.for_stoi(pool[name], sr)
+        row = {"against": against,
+               "mse": value(base["mse"], f"{group}.{out}.mse"),
+               "cosine": value(base["cosine"], f"{group}.{out}.cosine"),
+               kind: value(em.stoi(stoi_cache[against], stoi_cache[out], em.STOI_RATE,
+                                   extended=estoi), f"{group}.{out}.{kind}")}
+        if bss is not None:
+            row["si_sdr"] = value(base["si_sdr"], f"{group}.{out}.si_sdr")
+            for metric, score in bss.items():
+                row[metric] = value(score, f"{group}.{out}.{metric}")
+        return row
+
+    report = {"sample_rate": sr, "duration_s": round(shape[1] / sr, 3),
+              "vocal_gain": vocal_gain, "stoi_kind": kind}
+    report["vocal_change_db"] = value(em.vocal_level_change_db(
+        signals["blended"], signals["original"], signals["model_instrumental"]),
+        "model.vocal_change_db")
+    report["vocal_change_expected_db"] = _expected_change(vocal_gain, undefined)
+    report["model"] = {out: compare("model", out, against, signals, None)
+                       for out, against in MODEL_PAIRS.items()}
+    report["reference"] = None
+    if reference is not None:
+        report["reference"] = _against_reference(signals, sr, reference, vocal_gain,
+                                                 compare, value, undefined)
+    report["undefined"] = undefined
+    report["eval_seconds"] = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _expected_change(vocal_gain, undefined):
+    if vocal_gain is None:
+        undefined["vocal_change_expected_db"] = "vocal_gain not given"
+        return None
+    if vocal_gain <= 0:
+        undefined["vocal_change_expected_db"] = f"vocal_gain={vocal_gain}: no vocal, -inf dB"
+        return None
+    return 20.0 * math.log10(vocal_gain)
+
+
+def _against_reference(signals, sr, reference, vocal_gain, compare, value, undefined):
+    truth = _match_reference(reference, sr, signals["original"].shape)
+    out = {"layout": reference.get("layout"), "files": reference.get("files"),
+           "length_mismatch_samples": truth.pop("length_mismatch")}
+    pool = dict(signals, **truth)
+    pairs = [(o, a) for o, a in REFERENCE_PAIRS.items() if a != "blend_target"]
+    if vocal_gain is not None:
+        pool["blend_target"] = (truth["accompaniment"] + np.float32(vocal_gain)
+                                * truth["vocals"]).astype(np.float32)
+        pairs.append(("blended", "blend_target"))
+    else:
+        undefined["reference.blended"] = "vocal_gain not given: the true blend is unknown"
+    refs = np.stack([truth["vocals"], truth["accompaniment"]])
+    sets = [np.stack([signals["voice"], signals["phase_cancel"]]),
+            np.stack([signals["model_vocals"], signals["model_instrumental"]])]
+    outputs_bss, model_bss = em.bss_eval(refs, *sets)
+    bss = {"voice": {m: s[0] for m, s in outputs_bss.items()},
+           "phase_cancel": {m: s[1] for m, s in outputs_bss.items()},
+           "model_vocals": {m: s[0] for m, s in model_bss.items()},
+           "model_instrumental": {m: s[1] for m, s in model_bss.items()}}
+    if vocal_gain is not None:
+        blended = em.bss_eval(pool["blend_target"][None], signals["blended"][None])[0]
+        bss["blended"] = {"sdr": blended["sdr"][0]}
+    for output, against in pairs:
+        out[output] = compare("reference", output, against, pool, bss[output])
+    out["vocal_change_db"] = value(em.vocal_level_change_db(
+        signals["blended"], signals["original"], truth["accompaniment"]),
+        "reference.vocal_change_db")
+    return out
+
+
+def _match_reference(reference: dict, sr: int, shape: tuple) -> dict:
+    """True stems resampled to ``sr`` and trimmed/padded to ``shape``; never guesses layout."""
+    import soxr
+
+    out = {}
+    for key in ("vocals", "accompaniment"):
+        x = check_audio(reference[key], f"reference {key}")
+        if x.shape[0] != shape[0]:
+            raise InputError(f"reference {key} has channels={x.shape[0]} but the outputs have "
+                             f"{shape[0]}; give true stems with the same channel count")
+        if reference["sr"] != sr:
+            logger.info("resampling reference %s from %d to %d Hz", key, reference["sr"], sr)
+            x = soxr.resample(x.T, reference["sr"], sr).T.astype(np.float32)
+        out[key] = x
+    n = out["vocals"].shape[1]
+    if out["accompaniment"].shape[1] != n:
+        raise InputError(f"reference stems differ in length: vocals={n}, accompaniment="
+                         f"{out['accompaniment'].shape[1]} samples; they must be one song")
+    out["length_mismatch"] = n - shape[1]
+    if n != shape[1]:
+        logger.warning("reference length differs from the outputs by %d samples; trimming "
+                       "or zero-padding the reference to match", n - shape[1])
+        for key in ("vocals", "accompaniment"):
+            x = out[key][:, :shape[1]]
+            out[key] = np.pad(x, ((0, 0), (0, shape[1] - x.shape[1])))
+    return out
+
+
+def find_reference(reference_dir: Path, track: str) -> dict | None:
+    """Load true stems of ``track`` from ``<reference_dir>/<track>/``, or None if absent.
+
+    Layouts, first match wins: vocals.* + accompaniment.*; vocals.* + no_vocals.*; vocals.* +
+    drums.* + bass.* + other.* (MUSDB; summed into the accompaniment). Any extension in
+    ``AUDIO_EXTENSIONS`` that soundfile reads.
+
+    Returns:
+        {"vocals", "accompaniment": float32 (channels, samples), "sr": int, "layout": str,
+        "files": [names]} or None when the folder or a needed stem is missing.
+    """
+    folder = Path(reference_dir) / track
+    if not folder.is_dir():
+        logger.info("no reference folder for %s at %s", track, folder)
+        return None
+    stems = {p.stem.lower(): p for p in sorted(folder.iterdir())
+             if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()}
+    layouts = [("accompaniment", ["accompaniment"]), ("no_vocals", ["no_vocals"]),
+               ("drums+bass+other", ["drums", "bass", "other"])]
+    if "vocals" not in stems:
+        logger.warning("reference %s has no vocals.* stem; skipping reference metrics", folder)
+        return None
+    for layout, parts in layouts:
+        if all(p in stems for p in parts):
+            vocals, sr = _load(stems["vocals"])
+            loaded = [_load(stems[p]) for p in parts]
+            if any(s != sr for _, s in loaded) or any(a.shape != vocals.shape
+                                                      for a, _ in loaded):
+                raise InputError(f"reference stems in {folder} differ in sample rate or "
+                                 "shape; they must come from one song at one rate")
+            accompaniment = np.sum([a for a, _ in loaded], axis=0, dtype=np.float32)
+            return {"vocals": vocals, "accompaniment": accompaniment, "sr": sr,
+                    "layout": layout, "files": [stems[p].name for p in ["vocals"] + parts]}
+    logger.warning("reference %s has no accompaniment.*, no_vocals.* or drums+bass+other; "
+                   "skipping reference metrics", folder)
+    return None
+
+
+def _load(path: Path) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise InputError(f"cannot read reference stem path={path}: {exc}; use wav or flac")
+    return np.ascontiguousarray(data.T), sr
+
+
+# ---- reports ---------------------------------------------------------------------------
+
+def _atomic_write(path: Path, write) -> None:
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+                write(f)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise OutputError(f"cannot write path={path}: {exc}; check the folder exists and "
+                          "has free space") from exc
+
+
+def write_track_report(path: Path, report: dict) -> None:
+    """Write ``report`` as indented JSON to ``path`` (``<track>_eval.json``), atomically."""
+    _atomic_write(path, lambda f: json.dump(report, f, indent=2, allow_nan=False))
+
+
+def report_row(track: str, report: dict) -> dict:
+    """Flatten one ``evaluate_track`` report into a CSV row keyed by ``CSV_COLUMNS``."""
+    row = {c: None for c in CSV_COLUMNS}
+    row.update(track=track, eval_seconds=report["eval_seconds"],
+               duration_s=report["duration_s"], sample_rate=report["sample_rate"],
+               vocal_gain=report["vocal_gain"], vocal_change_db=report["vocal_change_db"],
+               vocal_change_expected_db=report["vocal_change_expected_db"])
+    for group, prefix in (("model", "model"), ("reference", "ref")):
+        for output, metrics in (report[group] or {}).items():
+            if isinstance(metrics, dict):
+                for metric, v in metrics.items():
+                    if f"{prefix}_{output}_{metric}" in row:
+                        row[f"{prefix}_{output}_{metric}"] = v
+    if report["reference"]:
+        row["ref_vocal_change_db"] = report["reference"]["vocal_change_db"]
+    row["undefined"] = "; ".join(f"{k}: {v}" for k, v in report["undefined"].items())
+    return row
+
+
+def write_batch_csv(path: Path, rows: list[dict]) -> None:
+    """Write ``report_row`` rows to ``path`` (``vtrace_eval.csv``) with ``CSV_COLUMNS``, atomically.
+
+    Undefined values are empty cells (the reason is in the "undefined" column).
+    """
+    def write(f):
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="raise")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    _atomic_write(path, write)
+
+
+def format_table(rows: list[dict]) -> str:
+    """A short fixed-width table of ``report_row`` rows for the end of the run."""
+    kind = "estoi" if any(r.get("model_voice_estoi") is not None for r in rows) else "stoi"
+    cols = [("track", "track", None), ("eval s", "eval_seconds", 1),
+            ("vocal dB", "vocal_change_db", 1), ("PC cos", "model_phase_cancel_cosine", 3),
+            (f"voice {kind.upper()}", f"model_voice_{kind}", 3),
+            ("PC SDR", "ref_phase_cancel_sdr", 1), ("voice SDR", "ref_voice_sdr", 1),
+            ("voice SI-SDR", "ref_voice_si_sdr", 1)]
+    if all(r.get("ref_voice_sdr") is None for r in rows):
+        cols = cols[:5]
+
+    def cell(v, digits):
+        if v is None:
+            return "-"
+        return f"{v:.{digits}f}" if digits is not None else str(v)
+
+    table = [[c[0] for c in cols]] + [[cell(r.get(k), d) for _, k, d in cols] for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(cols))]
+    return "\n".join("  ".join(v.ljust(w) if i == 0 else v.rjust(w)
+                               for i, (v, w) in enumerate(zip(line, widths)))
+                     for line in table)
+
+
+def plot_track(path: Path, signals: dict, sr: int) -> None:
+    """Save a PNG of the spectrograms of original, blended, residual (O - I) and phase-cancel.
+
+    Mono downmix, log frequency from 30 Hz, dB on one colour scale shared by all four panels.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    panels = [("Original", signals["original"]), ("Blended", signals["blended"]),
+              ("Residual vocal (original - model instrumental)",
+               signals["original"] - signals["model_instrumental"]),
+              ("Phase-cancel instrumental", signals["phase_cancel"])]
+    specs = [_spectrogram_db(x, sr) for _, x in panels]
+    top = max(float(s[2].max()) for s in specs)
+    fig = Figure(figsize=(12, 9), layout="constrained")
+    axes = fig.subplots(len(panels), 1, sharex=True, sharey=True)
+    for ax, (title, _), (times, freqs, db) in zip(axes, panels, specs):
+        mesh = ax.pcolormesh(times, freqs, db, vmin=top - 80, vmax=top, shading="auto",
+                             cmap="magma", rasterized=True)
+        ax.set_yscale("log")
+        ax.set_ylim(30, sr / 2)
+        ax.set_title(title)
+        ax.set_ylabel("Frequency (Hz)")
+    axes[-1].set_xlabel("Time (s)")
+    fig.suptitle(f"{Path(path).stem}: one colour scale for all panels")
+    fig.colorbar(mesh, ax=axes, label="Level (dB, 0 = full scale sine)")
+    _atomic_write_png(Path(path), fig)
+
+
+def _spectrogram_db(x: np.ndarray, sr: int, n_fft: int = 4096, max_frames: int = 1200):
+    mono = x.mean(axis=0)
+    hop = max(n_fft // 4, -(-len(mono) // max_frames))
+    frames = np.lib.stride_tricks.sliding_window_view(
+        np.pad(mono, (0, max(0, n_fft - len(mono)))), n_fft)[::hop]
+    window = np.hanning(n_fft)
+    mag = np.abs(np.fft.rfft(frames * window, axis=1)).T * (2 / window.sum())
+    db = 20 * np.log10(np.maximum(mag, 1e-7))
+    freqs = np.fft.rfftfreq(n_fft, 1 / sr)
+    times = (np.arange(frames.shape[0]) * hop + n_fft / 2) / sr
+    return times, freqs[1:], db[1:]
+
+
+def _atomic_write_png(path: Path, fig) -> None:
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+        os.close(fd)
+        try:
+            fig.savefig(tmp, format="png", dpi=100)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise OutputError(f"cannot write plot path={path}: {exc}; check the folder exists "
+                          "and has free space") from exc
