@@ -139,6 +139,10 @@ class Config:
         if self.residual_hpf and self.residual_lpf and self.residual_hpf >= self.residual_lpf:
             raise ConfigError(f"residual_hpf={self.residual_hpf} must be below residual_lpf="
                               f"{self.residual_lpf}, or the residual would be silent")
+        if self.vocal_gain_db is not None:
+            from processors.vtrace_core import alpha_for_vocal_gain_db
+
+            alpha_for_vocal_gain_db(self.vocal_gain_db, self.blend_mode, self.gamma)
         return self
 
     def as_dict(self):

@@ -174,7 +174,8 @@ def _run(track, cfg, out_dir, work, get_separator, progress, result):
         t = time.perf_counter()
         wav_dir = work if (cfg.convert_to_mp3 and cfg.mp3_only) else out_dir
         wav_paths = output_paths(wav_dir, track.name)
-        gains, peaks = _render(readers, frames, sr, channels, w, cfg, wav_paths, progress)
+        gains, peaks, loudness = _render(readers, frames, sr, channels, w, cfg, wav_paths,
+                                         progress)
         timings["render_s"] = time.perf_counter() - t
     finally:
         for r in readers:
@@ -206,7 +207,7 @@ def _run(track, cfg, out_dir, work, get_separator, progress, result):
         "blend_weight": w, "vocal_gain_db": _db(w),
         "offset": {"lag_samples": offset.lag, "polarity": offset.polarity,
                    "confidence": round(offset.confidence, 4), "applied": bool(cfg.align)},
-        "gain": gains, "peaks_before_gain": peaks,
+        "gain": gains, "peaks_before_gain": peaks, "loudness": loudness,
         "files": files,
         "meta": dict(track.meta),
         "timings": {k: round(v, 4) for k, v in timings.items()},
@@ -263,24 +264,34 @@ def _estimate(readers, frames, sr):
 
 
 def _render(readers, frames, sr, channels, w, cfg, wav_paths, progress):
-    """Compute and write the three outputs; returns ``(gains, peaks)`` per output.
+    """Compute and write the three outputs; returns ``(gains, peaks, loudness)`` per output.
 
-    Pass 1 writes at unity gain while measuring peaks. Only if a gain is needed (a peak over
-    full scale, or --normalize peak) is a second pass made with the gains, so the usual case
-    reads and computes every block once.
+    Pass 1 writes at unity gain while measuring peaks (and loudness with --match-loudness).
+    Only if a gain is needed (a peak over full scale, --normalize peak, a loudness match) is a
+    second pass made with the gains, so the usual case reads and computes every block once.
     """
     block = max(1, int(cfg.block_seconds * sr))
+    shaping = _shaping(cfg, sr)
     peaks = dict.fromkeys(OUTPUTS, 0.0)
+    meters = {}
+    if cfg.match_loudness:
+        from audio_utils.loudness import LoudnessMeter
+
+        meters = {k: LoudnessMeter(sr, channels) for k in ("original",) + OUTPUTS}
 
     def pass_(gains, measure):
         writers = {k: BlockWriter(p, sr, channels, cfg.wav_format) for k, p in wav_paths.items()}
         try:
             for start in range(0, frames, block):
                 stop = min(frames, start + block)
-                outs = _compute(readers, start, stop, w, cfg)
+                o, outs = _compute(readers, start, stop, w, cfg, sr, shaping)
+                if measure and meters:
+                    meters["original"].feed(o)
                 for k, y in outs.items():
                     if measure:
                         peaks[k] = max(peaks[k], core.peak(y))
+                        if meters:
+                            meters[k].feed(y)
                     g = gains[k]
                     writers[k].write(y if g == 1.0 else y * np.float32(g))
                 if progress and measure:
@@ -292,33 +303,94 @@ def _render(readers, frames, sr, channels, w, cfg, wav_paths, progress):
         return writers
 
     writers = pass_(dict.fromkeys(OUTPUTS, 1.0), measure=True)
-    gains = _gains(peaks, cfg)
+    gains, loudness = _gains(peaks, meters, cfg)
     if any(g != 1.0 for g in gains.values()):
         for wr in writers.values():
             wr.discard()
         writers = pass_(gains, measure=False)
-        log.info("gain %s applied to keep peaks within full scale",
-                 ", ".join(f"{k} {_db(g):+.2f} dB" for k, g in gains.items()))
+        log.info("gain applied: %s", ", ".join(f"{k} {_db(g):+.2f} dB" for k, g in gains.items()))
     for wr in writers.values():
         wr.commit()
-    return gains, peaks
+    return gains, peaks, loudness
 
 
-def _compute(readers, start, stop, w, cfg):
-    o = readers[0].read(start, stop)
-    inst = readers[1].read(start, stop)
-    voc = readers[2].read(start, stop)
+def _shaping(cfg, sr):
+    """What the residual cleanup and the gate blend need: their parameters and the block
+    margin that makes blockwise results equal whole-track ones."""
+    from audio_utils import filters
+
+    residual = {k: getattr(cfg, k) for k in (
+        "residual_hpf", "residual_lpf", "filter_order", "gate_threshold_db", "gate_attack_ms",
+        "gate_release_ms", "gate_hold_ms", "gate_range_db")}
+    active = any(residual[k] is not None for k in ("residual_hpf", "residual_lpf",
+                                                   "gate_threshold_db"))
+    gate = None
+    if cfg.blend_mode == "gate":
+        gate = {k.replace("vocal_gate_", ""): getattr(cfg, k) for k in (
+            "vocal_gate_threshold_db", "vocal_gate_attack_ms", "vocal_gate_release_ms",
+            "vocal_gate_hold_ms")}
+    context = filters.required_context(
+        sr, **residual, vocal_gate_threshold_db=cfg.vocal_gate_threshold_db if gate else None,
+        vocal_gate_attack_ms=cfg.vocal_gate_attack_ms,
+        vocal_gate_release_ms=cfg.vocal_gate_release_ms, vocal_gate_hold_ms=cfg.vocal_gate_hold_ms)
+    return {"residual": residual if active else None, "gate": gate, "context": context}
+
+
+def _compute(readers, start, stop, w, cfg, sr, shaping):
+    """The outputs for samples ``[start, stop)``: ``(original block, {name: block})``.
+
+    With residual cleanup or the gate blend, the block is computed with ``context`` samples of
+    margin on each side, then cropped, so filters and gates see the same signal as they would
+    on the whole track.
+    """
+    ctx = shaping["context"]
+    # The margin stops at the track's ends, so the filters treat the ends as they would on
+    # the whole track (their own edge padding), not as zeros.
+    a, b = max(start - ctx, 0), min(stop + ctx, readers[0].frames)
+    o, inst, voc = (r.read(a, b) for r in readers)
     r = core.residual(o, inst)
+    if shaping["residual"] is not None:
+        from audio_utils.filters import shape_residual
+
+        r = shape_residual(r, sr, **shaping["residual"])
     v = core.voice(r, voc, cfg.voice_alpha)
-    return {"blended": core.blend(o, inst, w), "vocal_residual": v,
+    weight = w
+    if shaping["gate"] is not None:
+        from audio_utils.filters import gate_weight
+
+        weight = gate_weight(voc, sr, w_active=w, **shaping["gate"])
+    outs = {"blended": core.blend(o, inst, weight), "vocal_residual": v,
             "phase_cancel": core.phase_cancel(o, v)}
+    if (a, b) != (start, stop):
+        lo, hi = start - a, stop - a
+        o = o[:, lo:hi]
+        outs = {k: y[:, lo:hi] for k, y in outs.items()}
+    return o, outs
 
 
-def _gains(peaks, cfg):
+def _gains(peaks, meters, cfg):
+    """Gains per output, and the loudness measured (LUFS / dBTP, after the gains)."""
     if cfg.normalize == "peak":
-        return {k: (PEAK_TARGET / p if p > 0 else 1.0) for k, p in peaks.items()}
-    g = core.clip_gain(max(peaks.values()))
-    return dict.fromkeys(peaks, g)
+        gains = {k: (PEAK_TARGET / p if p > 0 else 1.0) for k, p in peaks.items()}
+    else:
+        gains = dict.fromkeys(peaks, core.clip_gain(max(peaks.values())))
+    loudness = {}
+    if meters:
+        from audio_utils.loudness import match_gain
+
+        measured = {k: (m.integrated_lufs(), m.true_peak_dbtp()) for k, m in meters.items()}
+        match = match_gain(measured["original"][0], *measured["blended"])
+        gains["blended"] = match.gain
+        if match.reason:
+            log.info("loudness match: %s", match.reason)
+        for k, (lufs, tp) in measured.items():
+            g_db = 20 * math.log10(gains[k]) if k in gains else 0.0
+            loudness[k] = {"integrated_lufs": _round(lufs + g_db), "true_peak_dbtp": _round(tp + g_db)}
+    return gains, loudness
+
+
+def _round(x):
+    return round(x, 2) if math.isfinite(x) else None
 
 
 def _db(g):
