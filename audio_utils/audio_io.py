@@ -156,7 +156,7 @@ class BlockWriter:
         if not np.isfinite(block).all():
             raise OutputError(f"{self.final_path.name}: computed samples are not finite "
                               "(NaN or inf); nothing was written")
-        self._file.write(block.T)
+        self._file.write(_to_pcm(block, self._file.subtype))
 
     def commit(self):
         self._file.close()
@@ -172,6 +172,26 @@ class BlockWriter:
     def __exit__(self, exc_type, *_):
         if exc_type is not None:
             self.discard()
+
+
+# PCM scaling as libsndfile does it (x * 2^(bits-1), rounded to nearest, clipped), done in numpy
+# because libsndfile's per-sample float conversion is the slowest part of writing.
+_PCM = {"PCM_16": (32768.0, np.int16, 0), "PCM_24": (8388608.0, np.int32, 8)}
+
+
+def _to_pcm(block, subtype):
+    """``(channels, n)`` float32 -> C-ordered ``(n, channels)`` frames for soundfile."""
+    if subtype not in _PCM:
+        return np.ascontiguousarray(block.T)
+    scale, dtype, shift = _PCM[subtype]
+    frames = np.empty(block.shape[::-1], dtype=np.float32)
+    np.multiply(block.T, np.float32(scale), out=frames)
+    np.rint(frames, out=frames)
+    np.clip(frames, -scale, scale - 1, out=frames)
+    out = frames.astype(dtype)
+    if shift:  # soundfile takes 24-bit samples in the top bits of int32
+        np.left_shift(out, shift, out=out)
+    return out
 
 
 def resample_file(src, dst, samplerate, block=1 << 18):

@@ -116,7 +116,7 @@ def phase_cancel(original, voice_out):
 
 def peak(x):
     """Largest absolute sample of ``x`` (0.0 for an empty array)."""
-    return float(np.max(np.abs(x))) if x.size else 0.0
+    return max(float(x.max()), -float(x.min())) if x.size else 0.0
 
 
 def clip_gain(peak_value, ceiling=1.0):

@@ -171,3 +171,15 @@ def test_subprocess_help_and_no_torch_on_stems_only_runs(song):
     r = subprocess.run([sys.executable, "main.py", "-i", str(song["tmp"] / "nothing")],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "nothing" in r.stderr
+
+
+@pytest.mark.parametrize("extra,tol", [((), 0.0), (("--residual-hpf", "100",
+                                                      "--blend-mode", "gate"), 1e-6)])
+def test_block_processing_equals_whole_track_processing(song, extra, tol):
+    assert run(song, "--wav-format", "float32", "--block-seconds", "0.5", *extra,
+               out="blocks") == 0
+    assert run(song, "--wav-format", "float32", "--block-seconds", "600", *extra,
+               out="whole") == 0
+    blocks, whole = outputs(song, "blocks"), outputs(song, "whole")
+    for k in whole:
+        np.testing.assert_allclose(blocks[k], whole[k], atol=tol, rtol=0)

@@ -13,6 +13,7 @@ import platform
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from utils.file_utils import file_identity, stem_paths, stems_folder
 log = logging.getLogger(__name__)
 
 OUTPUTS = ("blended", "vocal_residual", "phase_cancel")
-MAX_LAG_SECONDS = 2.0  # the issue asks for at least +-1 s; 1 s exactly must be inside the range
+MAX_LAG_SECONDS = 1.5  # the issue asks for at least +-1 s; 1 s exactly must be inside the range
 PEAK_TARGET = 10 ** (-1.0 / 20)  # --normalize peak: -1 dBFS
 
 # Config keys whose values change the outputs: a manifest with other values is recomputed.
@@ -279,23 +280,41 @@ def _render(readers, frames, sr, channels, w, cfg, wav_paths, progress):
 
         meters = {k: LoudnessMeter(sr, channels) for k in ("original",) + OUTPUTS}
 
+    spans = [(a, min(frames, a + block)) for a in range(0, frames, block)]
+
     def pass_(gains, measure):
+        """One pass over the track as a three-stage pipeline: a thread reads and computes
+        block k+1 while this thread measures block k and another converts and writes block
+        k-1. Reading, numpy and libsndfile release the GIL, so the stages overlap."""
         writers = {k: BlockWriter(p, sr, channels, cfg.wav_format) for k, p in wav_paths.items()}
+
+        def write(outs):
+            for k, y in outs.items():
+                g = gains[k]
+                writers[k].write(y if g == 1.0 else y * np.float32(g))
+
+        written = None
         try:
-            for start in range(0, frames, block):
-                stop = min(frames, start + block)
-                o, outs = _compute(readers, start, stop, w, cfg, sr, shaping)
-                if measure and meters:
-                    meters["original"].feed(o)
-                for k, y in outs.items():
+            with ThreadPoolExecutor(1) as compute_pool, ThreadPoolExecutor(1) as write_pool:
+                ahead = compute_pool.submit(_compute, readers, *spans[0], w, cfg, sr, shaping)
+                for i, (start, stop) in enumerate(spans):
+                    o, outs = ahead.result()
+                    if i + 1 < len(spans):
+                        ahead = compute_pool.submit(_compute, readers, *spans[i + 1], w, cfg,
+                                                    sr, shaping)
                     if measure:
-                        peaks[k] = max(peaks[k], core.peak(y))
+                        for k, y in outs.items():
+                            peaks[k] = max(peaks[k], core.peak(y))
+                            if meters:
+                                meters[k].feed(y)
                         if meters:
-                            meters[k].feed(y)
-                    g = gains[k]
-                    writers[k].write(y if g == 1.0 else y * np.float32(g))
-                if progress and measure:
-                    progress((stop - start) / sr)
+                            meters["original"].feed(o)
+                    if written is not None:
+                        written.result()
+                    written = write_pool.submit(write, outs)
+                    if progress and measure:
+                        progress((stop - start) / sr)
+                written.result()
         except BaseException:
             for wr in writers.values():
                 wr.discard()
@@ -317,8 +336,6 @@ def _render(readers, frames, sr, channels, w, cfg, wav_paths, progress):
 def _shaping(cfg, sr):
     """What the residual cleanup and the gate blend need: their parameters and the block
     margin that makes blockwise results equal whole-track ones."""
-    from audio_utils import filters
-
     residual = {k: getattr(cfg, k) for k in (
         "residual_hpf", "residual_lpf", "filter_order", "gate_threshold_db", "gate_attack_ms",
         "gate_release_ms", "gate_hold_ms", "gate_range_db")}
@@ -329,6 +346,10 @@ def _shaping(cfg, sr):
         gate = {k.replace("vocal_gate_", ""): getattr(cfg, k) for k in (
             "vocal_gate_threshold_db", "vocal_gate_attack_ms", "vocal_gate_release_ms",
             "vocal_gate_hold_ms")}
+    if not active and gate is None:
+        return {"residual": None, "gate": None, "context": 0}
+    from audio_utils import filters  # scipy.signal: a second of import, only when needed
+
     context = filters.required_context(
         sr, **residual, vocal_gate_threshold_db=cfg.vocal_gate_threshold_db if gate else None,
         vocal_gate_attack_ms=cfg.vocal_gate_attack_ms,
