@@ -96,6 +96,10 @@ class BlockReader:
                 raise InputError(f"{self.path.name}: truncated: the header promises "
                                  f"{self.frames} samples but the data ends at "
                                  f"{lo + data.shape[0]}")
+            if not np.isfinite(data).all():
+                bad = lo + int(np.flatnonzero(~np.isfinite(data).all(axis=1))[0])
+                raise InputError(f"{self.path.name}: contains NaN or infinite samples "
+                                 f"(first at sample {bad})")
             out[:, lo - a:hi - a] = data.T
         if self.polarity < 0:
             np.negative(out, out=out)

@@ -30,6 +30,11 @@ class TrackInput:
     path: Path
     name: str
     meta: tuple = ()  # (key, value) pairs from a download: title, uploader, url...
+    separated_name: str = ""  # folder under separated/<model>/; Demucs uses the file's stem
+
+    @property
+    def stems_name(self):
+        return self.separated_name or self.name
 
 
 def sanitize_name(s, max_bytes=MAX_NAME_BYTES):
@@ -79,11 +84,12 @@ def collect_inputs(paths, recursive=False, exclude=()):
         if key in seen_paths:
             continue
         seen_paths.add(key)
-        name = sanitize_name(f.stem)
+        name, separated = sanitize_name(f.stem), f.stem
         if name.lower() in used:  # a/song.wav and b/song.mp3 must not overwrite each other
             name = f"{sanitize_name(f.stem, MAX_NAME_BYTES - 7)}-{_short_hash(key)}"
+            separated = name
         used.add(name.lower())
-        tracks.append(TrackInput(f, name))
+        tracks.append(TrackInput(f, name, (), separated))
     return tracks
 
 

@@ -120,6 +120,10 @@ def process_track(track, cfg, out_root, get_separator=None, progress=None):
     finally:
         result.wall_seconds = time.perf_counter() - t0
     if result.status == "failed":
+        try:
+            out_dir.rmdir()  # only if empty: a failed track leaves no folder of its own
+        except OSError:
+            pass
         result.reason = " ".join(result.reason.split()) or "failed"
     return result
 
@@ -134,16 +138,16 @@ def _run(track, cfg, out_dir, work, get_separator, progress, result):
         log.warning("%s: %d channels downmixed to stereo (centre kept)", track.name, file_channels)
     result.audio_seconds = frames / sr
 
-    stems = None if cfg.force else stem_paths(cfg.separated_dir, cfg.demucs_model, track.name)
+    folder = stems_folder(cfg.separated_dir, cfg.demucs_model, track.stems_name)
+    stems = None if cfg.force else stem_paths(cfg.separated_dir, cfg.demucs_model,
+                                              track.stems_name)
     created = False
     if stems is None:
         if get_separator is None:
-            raise SeparationError(f"no stems in {stems_folder(cfg.separated_dir, cfg.demucs_model, track.name)} "
-                                  "and separation is not available")
-        folder = stems_folder(cfg.separated_dir, cfg.demucs_model, track.name)
+            raise SeparationError(f"no stems in {folder} and separation is not available")
         created = not folder.exists()
         get_separator().separate_file(Path(original), folder)
-        stems = stem_paths(cfg.separated_dir, cfg.demucs_model, track.name)
+        stems = stem_paths(cfg.separated_dir, cfg.demucs_model, track.stems_name)
         if stems is None:
             raise SeparationError(f"separation wrote no stems into {folder}")
     timings["separation_s"] = time.perf_counter() - t
@@ -216,7 +220,6 @@ def _run(track, cfg, out_dir, work, get_separator, progress, result):
     }
     write_text_atomic(manifest_path(out_dir, track.name), json.dumps(manifest, indent=2))
     if cfg.cleanup and created:
-        folder = stems_folder(cfg.separated_dir, cfg.demucs_model, track.name)
         shutil.rmtree(folder, ignore_errors=True)
         log.debug("removed separation %s", folder)
 
