@@ -34,9 +34,10 @@ SILENCE_PEAK = 1e-6
 
 FILTER_LENGTH = 512
 STOI_RATE = 10000
-_BLOCK = 1 << 15
-_BLOCKS_PER_STEP = 16
+_BLOCK = 1 << 14
+_BLOCKS_PER_STEP = 8
 _CHUNK = 1 << 20
+_STOI_FRAMES_PER_STEP = 4096
 
 
 @dataclass(frozen=True)
@@ -96,14 +97,21 @@ def _sums(reference: np.ndarray, estimate: np.ndarray) -> dict[str, float]:
         r = r_flat[i:i + _CHUNK].astype(np.float64)
         e = e_flat[i:i + _CHUNK].astype(np.float64)
         d = e - r
-        acc["rr"] += r @ r
-        acc["ee"] += e @ e
-        acc["re"] += r @ e
-        acc["dd"] += d @ d
+        # einsum, not BLAS: OpenBLAS threads stall for ms per call when the cores are busy.
+        acc["rr"] += np.einsum("i,i->", r, r)
+        acc["ee"] += np.einsum("i,i->", e, e)
+        acc["re"] += np.einsum("i,i->", r, e)
+        acc["dd"] += np.einsum("i,i->", d, d)
         acc["r_peak"] = max(acc["r_peak"], float(np.abs(r).max()))
         acc["e_peak"] = max(acc["e_peak"], float(np.abs(e).max()))
     acc["n"] = r_flat.size
     return acc
+
+
+def _energy(x: np.ndarray) -> float:
+    flat = x.reshape(-1)
+    return float(sum(np.einsum("i,i->", c, c, dtype=np.float64)
+                     for c in (flat[i:i + _CHUNK] for i in range(0, flat.size, _CHUNK))))
 
 
 def basic_metrics(reference: np.ndarray, estimate: np.ndarray) -> dict[str, Score]:
@@ -174,37 +182,53 @@ def for_stoi(x: np.ndarray, sr: int) -> np.ndarray:
     import soxr
 
     check_audio(x, "signal")
-    mono = x.mean(axis=0, dtype=np.float64)
+    mono = x[0] if x.shape[0] == 1 else np.add.reduce(x, axis=0) / np.float32(x.shape[0])
     if sr != STOI_RATE:
         mono = soxr.resample(mono, sr, STOI_RATE)
-    return mono.astype(np.float32)[None, :]
+    return np.asarray(mono, dtype=np.float32)[None, :]
 
 
-def _frames(x: np.ndarray, size: int, hop: int) -> np.ndarray:
-    # Same frame starts as pystoi: range(0, len(x) - size, hop).
-    count = -(-(len(x) - size) // hop) if len(x) > size else 0
-    return np.lib.stride_tricks.sliding_window_view(x, size)[::hop][:count]
+def _speech_blocks(x: np.ndarray, y: np.ndarray, window: np.ndarray):
+    """pystoi's remove_silent_frames, as half-frame blocks (no framed copies of the signal).
+
+    Frames are 256 samples at hop 128, so frame i is blocks i and i+1 of 128 samples; a frame
+    is kept when its energy is within 40 dB of the loudest reference frame. Returns the
+    overlap-added kept frames of x and y, each shaped (blocks, 128).
+    """
+    hop = len(window) // 2
+    count = -(-(len(x) - 2 * hop) // hop) if len(x) > 2 * hop else 0
+    bx = x[:(count + 1) * hop].reshape(count + 1, hop)
+    by = y[:(count + 1) * hop].reshape(count + 1, hop)
+    w1, w2 = window[:hop], window[hop:]
+    energy = (np.einsum("ij,ij,j->i", bx[:-1], bx[:-1], w1 * w1)
+              + np.einsum("ij,ij,j->i", bx[1:], bx[1:], w2 * w2))
+    level = 20 * np.log10(np.sqrt(energy) + np.finfo(float).eps)
+    kept = np.flatnonzero((level.max() - 40.0 - level) < 0)
+
+    def overlap_add(b):
+        out = np.zeros((len(kept) + 1, hop))
+        out[:-1] += b[kept] * w1
+        out[1:] += b[kept + 1] * w2
+        return out
+
+    return overlap_add(bx), overlap_add(by)
 
 
-def _remove_silent_frames(x, y, window, hop):
-    xf = _frames(x, len(window), hop) * window
-    yf = _frames(y, len(window), hop) * window
-    energy = 20 * np.log10(np.linalg.norm(xf, axis=1) + np.finfo(float).eps)
-    keep = (energy.max() - 40.0 - energy) < 0
-    return _overlap_add(xf[keep], hop), _overlap_add(yf[keep], hop)
+def _third_octave_envelopes(blocks: np.ndarray, window: np.ndarray, obm: np.ndarray) -> np.ndarray:
+    """1/3-octave band magnitudes (bands, frames) of frames [block k, block k+1] * window."""
+    from scipy import fft
 
-
-def _overlap_add(frames: np.ndarray, hop: int) -> np.ndarray:
-    n = len(frames)
-    out = np.zeros((n + 1) * hop)
-    out[:n * hop] += frames[:, :hop].ravel()
-    out[hop:(n + 1) * hop] += frames[:, hop:].ravel()
+    hop = len(window) // 2
+    n_frames = len(blocks) - 2  # pystoi: range(0, len - 256, 128)
+    out = np.empty((obm.shape[0], max(n_frames, 0)))
+    for i in range(0, n_frames, _STOI_FRAMES_PER_STEP):
+        j = min(i + _STOI_FRAMES_PER_STEP, n_frames)
+        frames = np.concatenate([blocks[i:j] * window[:hop], blocks[i + 1:j + 1] * window[hop:]],
+                                axis=1)
+        spec = fft.rfft(frames, n=512, axis=1)
+        # einsum, not BLAS matmul: see _sums.
+        out[:, i:j] = np.sqrt(np.einsum("kf,bf->bk", spec.real ** 2 + spec.imag ** 2, obm))
     return out
-
-
-def _third_octave_envelopes(x: np.ndarray, window: np.ndarray, obm: np.ndarray) -> np.ndarray:
-    spec = np.fft.rfft(_frames(x, len(window), len(window) // 2) * window, n=512, axis=1)
-    return np.sqrt((np.abs(spec) ** 2) @ obm.T).T  # (bands, frames)
 
 
 def _segment_scores(xs: np.ndarray, ys: np.ndarray, extended: bool) -> float:
@@ -244,8 +268,8 @@ def stoi(reference: np.ndarray, estimate: np.ndarray, sr: int, extended: bool = 
     if sr != STOI_RATE or reference.shape[0] != 1:
         reference, estimate = for_stoi(reference, sr), for_stoi(estimate, sr)
     window = np.hanning(N_FRAME + 2)[1:-1]
-    x, y = _remove_silent_frames(reference[0].astype(np.float64),
-                                 estimate[0].astype(np.float64), window, N_FRAME // 2)
+    x, y = _speech_blocks(reference[0].astype(np.float64), estimate[0].astype(np.float64),
+                          window)
     obm, _ = thirdoct(STOI_RATE, NFFT, NUMBAND, MINFREQ)
     x_tob = _third_octave_envelopes(x, window, obm)
     y_tob = _third_octave_envelopes(y, window, obm)
@@ -264,38 +288,42 @@ def stoi(reference: np.ndarray, estimate: np.ndarray, sr: int, extended: bool = 
 
 # ---- BSS Eval (SDR, SIR, SAR) ----------------------------------------------------------
 
-def _block_spectra(x: np.ndarray, channel: int, starts: np.ndarray, lags: int,
+def _block_spectra(signals, channel: int, starts: np.ndarray, lags: int,
                    middle_only: bool) -> np.ndarray:
-    """rfft of the blocks of x[:, channel] starting at ``starts - lags`` (zeros outside x)."""
+    """rfft of blocks of each signal's ``channel`` starting at ``starts - lags`` (zeros outside).
+
+    ``middle_only`` keeps only each block's middle ``_BLOCK - 2*lags`` samples.
+    """
     from scipy import fft
 
-    n = x.shape[-1]
-    buf = np.zeros((len(x), len(starts), _BLOCK))
+    buf = np.zeros((len(signals), len(starts), _BLOCK))
     lo, hi = (lags, _BLOCK - lags) if middle_only else (0, _BLOCK)
-    for j, start in enumerate(starts):
-        a, b = max(start - lags + lo, 0), min(start - lags + hi, n)
-        if b > a:
-            buf[:, j, a - start + lags:b - start + lags] = x[:, channel, a:b]
+    for i, x in enumerate(signals):
+        n = x.shape[-1]
+        for j, start in enumerate(starts):
+            a, b = max(start - lags + lo, 0), min(start - lags + hi, n)
+            if b > a:
+                buf[i, j, a - start + lags:b - start + lags] = x[channel, a:b]
     return fft.rfft(buf, axis=-1, workers=-1)
 
 
-def _correlations(refs: np.ndarray, est_sets: list[np.ndarray], lags: int):
+def _correlations(refs, est_sets, lags: int):
     """Channel-pooled correlations for lags |k| < ``lags`` by block FFT.
 
     rr[c, d, k + lags - 1] = sum_n ref_c[n] ref_d[n + k]; re[s][c, j, ...] likewise between
     ref_c and est_j of estimate set s. Each block of a reference (its middle ``_BLOCK - 2*lags``
     samples) is correlated with the same stretch widened by ``lags`` on both sides, so no
-    product wraps around; this computes only the lags BSS Eval needs.
+    product wraps around; only the lags BSS Eval needs are computed.
     """
     from scipy import fft
 
-    n = refs.shape[-1]
+    channels, n = refs[0].shape
     hop = _BLOCK - 2 * lags
     all_starts = np.arange(-(-n // hop)) * hop
     bins = _BLOCK // 2 + 1
     rr = np.zeros((len(refs), len(refs), bins), dtype=complex)
     re = [np.zeros((len(refs), len(e), bins), dtype=complex) for e in est_sets]
-    for channel in range(refs.shape[1]):
+    for channel in range(channels):
         for i in range(0, len(all_starts), _BLOCKS_PER_STEP):  # bounded memory
             starts = all_starts[i:i + _BLOCKS_PER_STEP]
             mid = _block_spectra(refs, channel, starts, lags, True).conj()
@@ -312,43 +340,46 @@ def _correlations(refs: np.ndarray, est_sets: list[np.ndarray], lags: int):
     return lagged(rr), [lagged(x) for x in re]
 
 
-def bss_eval(references: np.ndarray, *estimate_sets: np.ndarray) -> list[dict[str, list[Score]]]:
+def bss_eval(references, *estimate_sets) -> list[dict[str, list[Score]]]:
     """SDR, SIR and SAR in dB of each estimate against its matching reference.
 
     Args:
-        references: float32 (sources, channels, samples): true sources, e.g. (vocals,
-            accompaniment); the other sources are the interference for SIR.
-        estimate_sets: one or more float32 arrays of the same shape; estimate j is matched to
-            reference j (no permutation). Sets share the reference work (one FFT pass).
+        references: sequence of float32 (channels, samples) arrays, the true sources, e.g.
+            [vocals, accompaniment]; the other sources are the interference for SIR.
+        estimate_sets: one or more sequences of float32 arrays of the same shapes; estimate j
+            is matched to reference j (no permutation). Sets share the reference work.
 
     Returns:
         Per set, {"sdr": [Score per source], "sir": [...], "sar": [...]}. With one source SIR
         is undefined (no interference) and SAR equals SDR. A silent source makes its own
         scores undefined, and the SIR/SAR of the others (the interference space degenerates).
     """
-    from scipy.linalg import solve, solve_toeplitz
+    from scipy.linalg import cho_factor, cho_solve, solve_toeplitz
 
-    if references.ndim != 3:
-        raise InputError(f"bss_eval: references must be (sources, channels, samples), got "
-                         f"shape={references.shape}")
-    for est in estimate_sets:
-        if est.shape != references.shape:
-            raise InputError(f"bss_eval: estimates shape={est.shape} differs from references "
-                             f"shape={references.shape}; give one estimate per reference")
-        for i in range(len(references)):
-            _pair(references[i], est[i])
-    lags = FILTER_LENGTH
+    references = list(references)
     n_src = len(references)
+    if n_src < 1:
+        raise InputError("bss_eval: no reference sources given; pass at least one array")
+    for est in estimate_sets:
+        if len(est) != n_src:
+            raise InputError(f"bss_eval: estimates={len(est)} but references={n_src}; give "
+                             "one estimate per reference source")
+        for i in range(n_src):
+            _pair(references[i], est[i])
+            if references[i].shape != references[0].shape:
+                raise InputError(f"bss_eval: reference {i} shape={references[i].shape} "
+                                 f"differs from reference 0 shape={references[0].shape}")
+    lags = FILTER_LENGTH
     ref_silent = [is_silent(r) for r in references]
-    rr, re_sets = _correlations(references, list(estimate_sets), lags)
+    rr, re_sets = _correlations(references, [list(e) for e in estimate_sets], lags)
     ref_energy = np.array([rr[i, i, lags - 1] for i in range(n_src)])
-    k = np.arange(lags)
-    lag_index = (k[:, None] - k[None, :]) + lags - 1  # R[k, l] = r[k - l]
-    full = None
+    factor = None
     if not any(ref_silent) and n_src > 1:
-        norm = np.sqrt(np.outer(ref_energy, ref_energy))[..., None]
-        rr_n = rr / norm
+        k = np.arange(lags)
+        lag_index = (k[:, None] - k[None, :]) + lags - 1  # R[k, l] = r[k - l]
+        rr_n = rr / np.sqrt(np.outer(ref_energy, ref_energy))[..., None]
         full = np.block([[rr_n[c, d][lag_index] for d in range(n_src)] for c in range(n_src)])
+        factor = cho_factor(full)  # one factorisation serves every estimate
     results = []
     for est, re in zip(estimate_sets, re_sets):
         out = {"sdr": [], "sir": [], "sar": []}
@@ -358,7 +389,7 @@ def bss_eval(references: np.ndarray, *estimate_sets: np.ndarray) -> list[dict[st
                 for key in out:
                     out[key].append(_undefined(silent[j]))
                 continue
-            est_energy = float(np.sum(est[j].astype(np.float64) ** 2))
+            est_energy = _energy(est[j])
             x = re[:, j, lags - 1:] / np.sqrt(ref_energy * est_energy)[:, None]
             acf = rr[j, j, lags - 1:] / ref_energy[j]
             coh_sdr = float(x[j] @ solve_toeplitz(acf, x[j]))
@@ -367,12 +398,12 @@ def bss_eval(references: np.ndarray, *estimate_sets: np.ndarray) -> list[dict[st
                 out["sir"].append(_undefined("SIR needs at least two reference sources"))
                 out["sar"].append(out["sdr"][-1])
                 continue
-            if full is None or any(silent):
+            if factor is None or any(silent):
                 why = "another reference source or estimate is silent"
                 out["sir"].append(_undefined(why))
                 out["sar"].append(_undefined(why))
                 continue
-            coh_sar = float(x.ravel() @ solve(full, x.ravel(), assume_a="pos"))
+            coh_sar = float(x.ravel() @ cho_solve(factor, x.ravel()))
             out["sir"].append(_ratio_db(coh_sdr, coh_sar - coh_sdr, "SIR"))
             out["sar"].append(_ratio_db(coh_sar, 1.0 - coh_sar, "SAR"))
         results.append(out)

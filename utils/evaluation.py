@@ -143,16 +143,16 @@ def _against_reference(signals, sr, reference, vocal_gain, compare, value, undef
         pairs.append(("blended", "blend_target"))
     else:
         undefined["reference.blended"] = "vocal_gain not given: the true blend is unknown"
-    refs = np.stack([truth["vocals"], truth["accompaniment"]])
-    sets = [np.stack([signals["voice"], signals["phase_cancel"]]),
-            np.stack([signals["model_vocals"], signals["model_instrumental"]])]
+    refs = [truth["vocals"], truth["accompaniment"]]
+    sets = [[signals["voice"], signals["phase_cancel"]],
+            [signals["model_vocals"], signals["model_instrumental"]]]
     outputs_bss, model_bss = em.bss_eval(refs, *sets)
     bss = {"voice": {m: s[0] for m, s in outputs_bss.items()},
            "phase_cancel": {m: s[1] for m, s in outputs_bss.items()},
            "model_vocals": {m: s[0] for m, s in model_bss.items()},
            "model_instrumental": {m: s[1] for m, s in model_bss.items()}}
     if vocal_gain is not None:
-        blended = em.bss_eval(pool["blend_target"][None], signals["blended"][None])[0]
+        blended = em.bss_eval([pool["blend_target"]], [signals["blended"]])[0]
         bss["blended"] = {"sdr": blended["sdr"][0]}
     for output, against in pairs:
         out[output] = compare("reference", output, against, pool, bss[output])
