@@ -1,0 +1,496 @@
+"""Two-stem vocal separation with Demucs 4.1 (``vocals.wav`` + ``no_vocals.wav``).
+
+The model is loaded once per process and reused.  Tracks are separated as a stream: the mix is
+read from disk window by window and finished stem samples are written as soon as no later model
+segment can change them, so memory does not grow with track length.  The stream walks exactly
+the segment grid, random shifts and bag weights of ``demucs.apply.apply_model`` (demucs 4.1.0,
+pinned), so its output equals ``demucs.api.Separator`` on the same mix to float rounding: the
+only difference is the normalising mean/std, which are summed in float64 here (max abs
+difference about 1e-5 on unit-scale audio, see tests/test_separation.py).
+
+Stems are float32 WAV at the model's rate (no clipping or per-stem rescale, so O = V + I holds).
+"""
+
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import soundfile as sf
+
+from utils.errors import (ConfigError, InputError, OutputError, SeparationError, UsageError,
+                          VTraceError)
+
+logger = logging.getLogger(__name__)
+
+STEMS = ("vocals.wav", "no_vocals.wav")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+OTHER_METHODS = ("add", "minus")
+# Mix samples kept in memory around the segment being separated (per channel).
+_READ_BLOCK_S = 60.0
+# Shortest mix accepted.  The models themselves run down to ~10 samples (HDemucs' GroupNorm
+# fails below), but a separation of less than 0.1 s is never what a user meant.
+MIN_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class SeparationResult:
+    """Where the stems went and how the separation ran."""
+    vocals: Path
+    no_vocals: Path
+    seconds: float          # wall-clock seconds spent separating this track
+    device: str             # device that actually produced the stems ("cpu" after a fallback)
+    samplerate: int         # the model's rate, which the stems are written at
+    audio_seconds: float    # duration of the mix
+
+
+def stems_exist(out_dir) -> bool:
+    """True when ``out_dir`` already holds both stems (a later run then skips the model)."""
+    return all((Path(out_dir) / name).is_file() for name in STEMS)
+
+
+def resolve_device(requested: str) -> str:
+    """Map ``auto|cpu|cuda|mps`` to an available torch device name (auto: cuda, mps, cpu)."""
+    if requested not in DEVICES:
+        raise ConfigError(f"unknown device={requested!r}; use one of {', '.join(DEVICES)}")
+    import torch
+    cuda = torch.cuda.is_available()
+    mps = hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
+    if requested == "auto":
+        return "cuda" if cuda else "mps" if mps else "cpu"
+    if (requested == "cuda" and not cuda) or (requested == "mps" and not mps):
+        raise UsageError(f"device={requested} is not available on this machine; "
+                         "use --device auto or --device cpu")
+    return requested
+
+
+def _to_stereo(x: np.ndarray) -> np.ndarray:
+    """(channels, n) float32 -> (2, n): mono duplicated, 5.1 ITU downmix, others averaged."""
+    if x.shape[0] == 2:
+        return x
+    if x.shape[0] == 6:  # L R C LFE Ls Rs (WAV order); LFE dropped as in ITU-R BS.775
+        g = np.float32(math.sqrt(0.5))
+        left = x[0] + g * x[2] + g * x[4]
+        right = x[1] + g * x[2] + g * x[5]
+        return np.stack([left, right]) / np.float32(1 + 2 * g)
+    return np.repeat(x.mean(axis=0, keepdims=True), 2, axis=0)
+
+
+class _MixReader:
+    """Random access to a mix file as stereo float32 at the model's rate, zero outside it."""
+
+    def __init__(self, path: Path, samplerate: int, tmp_dir: Path):
+        self._tmp = None
+        try:
+            info = sf.info(str(path))
+        except Exception as exc:
+            raise InputError(f"cannot read mix={path}: {exc}; give a WAV/FLAC/OGG file") from None
+        if info.channels > 2:
+            logger.warning("%s has %d channels; downmixing to stereo for Demucs",
+                           path, info.channels)
+        if info.samplerate != samplerate:
+            self._tmp = tmp_dir / f".mix_{os.getpid()}.tmp.wav"
+            _resample_file(path, self._tmp, samplerate)
+            path = self._tmp
+        self._file = sf.SoundFile(str(path))
+        self.length = self._file.frames
+        self._cache_start, self._cache = 0, np.zeros((2, 0), np.float32)
+        self._block = int(_READ_BLOCK_S * samplerate)
+
+    def close(self):
+        self._file.close()
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+
+    def blocks(self):
+        """Yield the whole mix as consecutive (2, n) float32 blocks."""
+        for start in range(0, self.length, self._block):
+            yield self.read(start, min(start + self._block, self.length))
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Samples [start, stop) as (2, stop - start) float32; zeros outside the file."""
+        out = np.zeros((2, stop - start), np.float32)
+        lo, hi = max(start, 0), min(stop, self.length)
+        if lo >= hi:
+            return out
+        end = self._cache_start + self._cache.shape[1]
+        if lo < self._cache_start or hi > end:
+            # Streams lag each other by up to one segment, so keep some history too.
+            first = max(0, lo - self._block // 4)
+            self._file.seek(first)
+            data = self._file.read(max(hi, first + self._block) - first, dtype="float32",
+                                   always_2d=True)
+            self._cache_start, self._cache = first, _to_stereo(data.T)
+        a = lo - self._cache_start
+        out[:, lo - start:hi - start] = self._cache[:, a:a + hi - lo]
+        return out
+
+
+def _resample_file(src: Path, dst: Path, samplerate: int):
+    """Resample ``src`` to a float32 WAV ``dst`` block by block (memory stays flat)."""
+    import soxr
+    with sf.SoundFile(str(src)) as fin:
+        stream = soxr.ResampleStream(fin.samplerate, samplerate, fin.channels, dtype="float32")
+        with sf.SoundFile(str(dst), "w", samplerate, fin.channels, "FLOAT", format="WAV") as fout:
+            for block in fin.blocks(blocksize=1 << 18, dtype="float32", always_2d=True):
+                fout.write(stream.resample_chunk(block))
+            fout.write(stream.resample_chunk(np.zeros((0, fin.channels), np.float32), last=True))
+
+
+def _norm_stats(reader: _MixReader):
+    """Mean and unbiased std of the channel-averaged mix, as demucs.api.Separator computes
+    them, but accumulated block by block in float64 (Chan et al.) instead of in one array."""
+    n, mean, m2 = 0, 0.0, 0.0
+    for block in reader.blocks():
+        ref = block.mean(axis=0, dtype=np.float32).astype(np.float64)
+        bn, bmean = ref.size, ref.mean()
+        bm2 = ((ref - bmean) ** 2).sum()
+        delta = bmean - mean
+        mean += delta * bn / (n + bn)
+        m2 += bm2 + delta * delta * n * bn / (n + bn)
+        n += bn
+    std = np.float32(math.sqrt(m2 / max(n - 1, 1))) + np.float32(1e-8)
+    return np.float32(mean), np.float32(std)
+
+
+class _Stream:
+    """One sub-model under one random shift, walking ``apply_model``'s split grid in order.
+
+    Stream sample p is mix sample ``p + origin``.  After each segment, every sample before the
+    next segment's start is final (no later segment overlaps it) and is handed out.
+    """
+
+    def __init__(self, model, read_norm, origin, length, skip, segment, overlap, device):
+        import torch
+        self.model, self.read_norm, self.device = model, read_norm, device
+        self.origin, self.length, self.skip, self.segment = origin, length, skip, segment
+        self.seg_len = int(model.samplerate * (segment if segment is not None else model.segment))
+        self.stride = int((1 - overlap) * self.seg_len)
+        self.offsets = range(0, length, self.stride)
+        half = self.seg_len // 2
+        w = torch.cat([torch.arange(1, half + 1), torch.arange(self.seg_len - half, 0, -1)])
+        self.weight = (w / w.max()).to(device)
+        n_src, ch = len(model.sources), model.audio_channels
+        self.acc = torch.zeros(n_src, ch, self.seg_len)
+        self.sum_w = torch.zeros(self.seg_len)
+        self.index, self.produced, self.fifo = 0, 0, []
+
+    @property
+    def finished(self) -> bool:
+        return self.index >= len(self.offsets)
+
+    def _segment_out(self, off, length):
+        """Model output for stream samples [off, off + length), padded like TensorChunk."""
+        import torch
+        from demucs.htdemucs import HTDemucs
+        from demucs.utils import center_trim
+        if isinstance(self.model, HTDemucs) and self.segment is not None:
+            valid = int(self.segment * self.model.samplerate)
+        elif hasattr(self.model, "valid_length"):
+            valid = self.model.valid_length(length)
+        else:
+            valid = length
+        start = self.origin + off - (valid - length) // 2
+        x = self.read_norm(start, start + valid).to(self.device)
+        with torch.no_grad():
+            out = self.model(x[None])
+        return center_trim(out, length)[0]
+
+    def step(self):
+        import torch
+        off = self.offsets[self.index]
+        n = min(self.length - off, self.seg_len)
+        w = self.weight[:n]
+        self.acc[..., :n] += (w * self._segment_out(off, n)).cpu()
+        self.sum_w[:n] += w.cpu()
+        self.index += 1
+        done = self.stride if not self.finished else self.length - off
+        final = self.acc[..., :done] / self.sum_w[:done]
+        self.acc = torch.cat([self.acc[..., done:], torch.zeros_like(self.acc[..., :done])], -1)
+        self.sum_w = torch.cat([self.sum_w[done:], torch.zeros(done)])
+        drop = max(0, self.skip - off)  # the shift's left padding is not part of the output
+        if drop < done:
+            self.fifo.append(final[..., drop:])
+            self.produced += done - drop
+
+    def take(self, n):
+        """Pop the next ``n`` output samples, shaped (sources, channels, n)."""
+        import torch
+        data = torch.cat(self.fifo, -1) if len(self.fifo) > 1 else self.fifo[0]
+        self.fifo = [data[..., n:]] if data.shape[-1] > n else []
+        return data[..., :n]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+def _load_model(name: str, repo: Optional[Path]):
+    """demucs' get_model with its failures (sys.exit, tracebacks) turned into one-line errors."""
+    from demucs.pretrained import REMOTE_ROOT, _parse_remote_files, get_model
+    fix = f"or pass --model-repo DIR holding {name}.yaml and/or its .th files"
+    if repo is not None:
+        from demucs.api import list_models
+        if not repo.is_dir():
+            raise UsageError(f"model_repo={repo} is not a folder; point --model-repo at the "
+                             "folder holding the model's .yaml/.th files")
+        found = {k for kind in list_models(repo).values() for k in kind}
+        if name not in found:
+            raise UsageError(f"demucs_model={name} is not in model_repo={repo} (it holds: "
+                             f"{', '.join(sorted(found)) or 'no .yaml/.th files'}); "
+                             "use one of those names or another --model-repo")
+    elif name != "demucs_unittest" and "/" not in name:  # "/" or hf://: a Hugging Face name
+        known = {p.stem for p in REMOTE_ROOT.glob("*.yaml")}
+        known |= set(_parse_remote_files(REMOTE_ROOT / "files.txt"))
+        if name not in known:
+            raise UsageError(f"unknown demucs_model={name}; use one of "
+                             f"{', '.join(sorted(k for k in known if not k[0].isdigit()))}, {fix}")
+    try:
+        return get_model(name, repo)
+    except (Exception, SystemExit) as exc:
+        if repo is not None:
+            raise SeparationError(f"cannot load demucs_model={name} from model_repo={repo}: "
+                                  f"{_one_line(exc)}; check the files or rebuild the repo") from None
+        import torch
+        from huggingface_hub import constants
+        raise SeparationError(
+            f"cannot load demucs_model={name}: not in the Hugging Face cache "
+            f"({constants.HF_HUB_CACHE}) nor the torch hub cache ({torch.hub.get_dir()}) and "
+            f"downloading failed ({_one_line(exc)}); run once with network access, {fix}"
+        ) from None
+
+
+def _max_segment(model) -> float:
+    """Longest segment (s) the model accepts: transformer models only saw their training length."""
+    from demucs.apply import BagOfModels
+    from demucs.htdemucs import HTDemucs
+    if isinstance(model, BagOfModels):
+        return model.max_allowed_segment
+    return float(model.segment) if isinstance(model, HTDemucs) else math.inf
+
+
+class DemucsSeparator:
+    """Demucs two-stem separation; the model is loaded on first use and kept for every track.
+
+    Args (names match the config keys):
+        demucs_model: model name (``htdemucs_ft``, ``demucs_unittest``...) or a name in
+            ``model_repo``.
+        model_repo: a local folder of demucs ``.yaml``/``.th`` files (demucs ``--repo``), or None
+            for the Hugging Face / demucs download caches.
+        device: ``auto|cpu|cuda|mps``.
+        shifts: random-shift passes averaged (demucs ``--shifts``), >= 0.
+        overlap: overlap of consecutive model segments, 0 <= overlap < 1.
+        segment: model segment in seconds, or None for the model's own.
+        other_method: ``add`` (no_vocals = sum of the other sources) or ``minus``
+            (no_vocals = mix - vocals; bag sub-models with no vocals weight are skipped).
+        thread: torch CPU threads for this process, or None to keep torch's default.
+        progress: called as ``progress(done_seconds, total_seconds)`` in audio seconds.
+    """
+
+    def __init__(self, demucs_model: str = "htdemucs_ft", model_repo=None, device: str = "auto",
+                 shifts: int = 1, overlap: float = 0.25, segment: Optional[float] = None,
+                 other_method: str = "add", thread: Optional[int] = None,
+                 progress: Optional[Callable[[float, float], None]] = None):
+        self.demucs_model = demucs_model
+        self.model_repo = None if model_repo is None else Path(model_repo)
+        self.device, self.shifts, self.overlap = device, shifts, overlap
+        self.segment, self.other_method, self.thread = segment, other_method, thread
+        self.progress = progress
+        self._model = None
+        self._checked = False
+
+    @property
+    def model(self):
+        """The loaded demucs model or bag (loads it on first access)."""
+        if self._model is None:
+            if self.thread:
+                import torch
+                torch.set_num_threads(self.thread)
+            self._model = _load_model(self.demucs_model, self.model_repo)
+        return self._model
+
+    @property
+    def samplerate(self) -> int:
+        return int(self.model.samplerate)
+
+    @property
+    def audio_channels(self) -> int:
+        return int(self.model.audio_channels)
+
+    def check_options(self) -> None:
+        """Validate every option and load the model; raises ConfigError/UsageError up front."""
+        if self._checked:
+            return
+        if not isinstance(self.shifts, int) or self.shifts < 0:
+            raise ConfigError(f"shifts={self.shifts!r} must be an integer >= 0 (1 is usual)")
+        if not 0 <= self.overlap < 1:
+            raise ConfigError(f"overlap={self.overlap!r} must be in [0, 1) (0.25 is usual)")
+        if self.other_method not in OTHER_METHODS:
+            raise ConfigError(f"other_method={self.other_method!r}; use add or minus")
+        if self.segment is not None and not self.segment > 0:
+            raise ConfigError(f"segment={self.segment!r} must be > 0 seconds, or unset")
+        if self.thread is not None and (not isinstance(self.thread, int) or self.thread < 1):
+            raise ConfigError(f"thread={self.thread!r} must be an integer >= 1, or unset")
+        self._device = resolve_device(self.device)
+        model = self.model
+        if "vocals" not in model.sources:
+            raise UsageError(f"demucs_model={self.demucs_model} has no vocals source "
+                             f"({', '.join(model.sources)}); pick a vocals model")
+        top = _max_segment(model)
+        if self.segment is not None and self.segment > top:
+            raise UsageError(f"segment={self.segment} is longer than demucs_model="
+                             f"{self.demucs_model} allows (max {top:.2f} s); use --segment "
+                             f"{math.floor(top * 10) / 10} or less, or leave it unset")
+        first = model.models[0] if hasattr(model, "models") else model
+        seg = self.segment if self.segment is not None else min(top, float(first.segment))
+        if int((1 - self.overlap) * int(seg * model.samplerate)) < 1:
+            raise ConfigError(f"overlap={self.overlap} leaves no hop between segments of "
+                              f"{seg} s; lower --overlap")
+        self._checked = True
+
+    def separate_file(self, mix_path, out_dir) -> SeparationResult:
+        """Separate ``mix_path`` into ``out_dir/vocals.wav`` and ``out_dir/no_vocals.wav``.
+
+        The mix may be any file soundfile reads, at any rate (resampled to the model's rate) and
+        channel count (mono duplicated, more than two downmixed with a warning).  Stems are
+        float32 WAV, shaped like the mix after that conversion, each written to a temporary name
+        and then renamed.  Raises InputError (unreadable/too short mix), SeparationError (model
+        failure), OutputError (stems not writable).
+        """
+        self.check_options()
+        mix_path, out_dir = Path(mix_path), Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        sr, t0 = self.samplerate, time.perf_counter()
+        reader = _MixReader(mix_path, sr, out_dir)
+        try:
+            if reader.length < MIN_SECONDS * sr:
+                raise InputError(f"mix={mix_path} is {reader.length / sr:.3f} s long; Demucs "
+                                 f"needs at least {MIN_SECONDS} s of audio")
+            stats = _norm_stats(reader)
+            device = self._run_with_fallbacks(reader, stats, out_dir, mix_path)
+        finally:
+            reader.close()
+        return SeparationResult(out_dir / STEMS[0], out_dir / STEMS[1],
+                                time.perf_counter() - t0, device, sr, reader.length / sr)
+
+    def _run_with_fallbacks(self, reader, stats, out_dir, mix_path) -> str:
+        """Run on the chosen device; CUDA OOM -> shorter segment -> CPU, MPS gap -> CPU."""
+        import torch
+        device, segment, shortened = self._device, self.segment, False
+        while True:
+            try:
+                self._write_stems(reader, stats, out_dir, device, segment)
+                return device
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                if not shortened:
+                    shortened = True
+                    segment = (segment or _max_segment(self.model)) / 2
+                    if math.isinf(segment):
+                        segment = float(getattr(self.model, "segment", 10)) / 2
+                    logger.warning("CUDA out of memory on %s; retrying with segment=%.2f s",
+                                   mix_path, segment)
+                else:
+                    logger.warning("CUDA out of memory again on %s; retrying on CPU", mix_path)
+                    device, segment = "cpu", self.segment
+            except VTraceError:
+                raise
+            except Exception as exc:
+                if device == "mps" and ("not implemented" in str(exc).lower()
+                                        or isinstance(exc, NotImplementedError)):
+                    logger.warning("MPS lacks an operation Demucs needs (%s); separating %s on "
+                                   "CPU", _one_line(exc), mix_path)
+                    device = "cpu"
+                    continue
+                raise SeparationError(f"Demucs failed on mix={mix_path} (device={device}): "
+                                      f"{_one_line(exc)}") from None
+
+    def _write_stems(self, reader, stats, out_dir, device, segment):
+        """Stream the separation into temporary stem files, then rename them into place."""
+        tmp = [out_dir / f".{name}.{os.getpid()}.tmp" for name in STEMS]
+        # Plain WAV headers overflow past 4 GiB; RF64 is the standard extension.
+        fmt = "WAV" if reader.length * 2 * 4 < 2**32 - 2**20 else "RF64"
+        try:
+            with sf.SoundFile(str(tmp[0]), "w", self.samplerate, 2, "FLOAT", format=fmt) as fv, \
+                    sf.SoundFile(str(tmp[1]), "w", self.samplerate, 2, "FLOAT", format=fmt) as fi:
+                for vocals, no_vocals in self._stream(reader, stats, device, segment):
+                    fv.write(vocals.T)
+                    fi.write(no_vocals.T)
+            for src, name in zip(tmp, STEMS):
+                os.replace(src, out_dir / name)
+        except OSError as exc:
+            raise OutputError(f"cannot write stems in {out_dir}: {_one_line(exc)}; check free "
+                              "space and permissions") from None
+        finally:
+            for path in tmp:
+                path.unlink(missing_ok=True)
+
+    def _stream(self, reader, stats, device, segment):
+        """Yield (vocals, no_vocals) float32 (2, n) blocks covering the whole mix in order."""
+        import torch
+        from demucs.apply import BagOfModels
+        model, L, minus = self.model, reader.length, self.other_method == "minus"
+        mean, std = torch.tensor(stats[0]), torch.tensor(stats[1])
+
+        def read_norm(start, stop):
+            x = (torch.from_numpy(reader.read(start, stop)) - mean) / std
+            x[:, :max(0, min(-start, stop - start))] = 0  # demucs pads after normalising
+            x[:, max(0, L - start):] = 0
+            return x
+
+        subs, weights = ((list(model.models), model.weights) if isinstance(model, BagOfModels)
+                         else ([model], [[1.0] * len(model.sources)]))
+        vi = model.sources.index("vocals")
+        needed = [vi] if minus else list(range(len(model.sources)))
+        max_shift = int(0.5 * model.samplerate)
+        groups = []
+        for sub, w in zip(subs, weights):
+            # Drawn for every sub-model, in apply_model's order, so that a seeded run matches it.
+            shifts = [random.randint(0, max_shift) for _ in range(self.shifts)]
+            if not any(w[k] for k in needed):
+                continue
+            sub.to(device).eval()
+            if not shifts:
+                streams = [_Stream(sub, read_norm, 0, L, 0, segment, self.overlap, device)]
+            else:
+                streams = [_Stream(sub, read_norm, o - max_shift, L + max_shift - o,
+                                   max_shift - o, segment, self.overlap, device) for o in shifts]
+            groups.append((w, streams))
+        totals = [sum(w[k] for w, _ in zip(weights, subs)) for k in range(len(model.sources))]
+        everything = [s for _, streams in groups for s in streams]
+        steps_total, steps, written = sum(len(s.offsets) for s in everything), 0, 0
+        while written < L:
+            stream = min((s for s in everything if not s.finished), key=lambda s: s.produced)
+            stream.step()
+            steps += 1
+            if self.progress is not None:
+                self.progress(steps / steps_total * L / model.samplerate, L / model.samplerate)
+            ready = min(s.produced for s in everything)
+            if ready <= written:
+                continue
+            n, est = ready - written, 0.0
+            for w, streams in groups:
+                out = streams[0].take(n)
+                for s in streams[1:]:
+                    out += s.take(n)
+                if self.shifts:
+                    out /= self.shifts
+                for k in needed:
+                    out[k] *= w[k]
+                est = est + out
+            src = {k: est[k] / totals[k] * std + mean for k in needed}
+            if minus:
+                no_vocals = torch.from_numpy(reader.read(written, ready)) - src[vi]
+            else:
+                no_vocals = torch.zeros_like(src[vi])
+                for k in needed:
+                    if k != vi:
+                        no_vocals += src[k]
+            written = ready
+            yield src[vi].numpy(), no_vocals.numpy()
