@@ -1,0 +1,147 @@
+"""Separation benchmark: VTrace's DemucsSeparator against the demucs CLI, and memory vs length.
+
+Prints ratios (VTrace / baseline) on one clip, in one run:
+  (a) DemucsSeparator end to end vs ``python -m demucs --two-stems vocals -n htdemucs --repo M``
+      (both as fresh processes: start-up, model load, read, separate, write).  Goal <= 1.05x.
+  (b) ``other_method="minus"`` on the htdemucs_ft-shaped bag vs the demucs CLI on the same bag.
+      Goal >= 3.5x faster.
+  (c) peak RSS per minute of audio for 1, 10 and 60 minute inputs with the htdemucs-shaped model.
+      A full 60-minute CPU run takes hours, so by default each run stops after --rss-budget
+      seconds of separation and reports how far it got (the whole-file pass that computes the
+      normalisation has then read every sample; the stream's buffers do not grow after the first
+      segments).  --rss-budget 0 runs to the end.
+Models come from bench/make_models.py (random weights: speed is real, the audio is noise).
+Usage: python bench/bench_separation.py [--clip F] [--seconds 10] [--repeat 2] [--skip-60]
+"""
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "bench" / "models"
+TESTBED = ROOT.parent / "shared" / "testbed" / "mixes" / "song_one.flac"
+
+MINE = """
+import sys; sys.path.insert(0, {root!r})
+from utils.separation import DemucsSeparator
+DemucsSeparator({model!r}, model_repo={repo!r}, other_method={method!r}).separate_file(
+    {clip!r}, {out!r})
+"""
+
+RSS_CHILD = """
+import resource, sys, time; sys.path.insert(0, {root!r})
+from utils.separation import DemucsSeparator
+class Stop(BaseException): pass
+t0, state = time.perf_counter(), {{"done": 0.0}}
+def progress(done, total):
+    state["done"] = done
+    if {budget} and time.perf_counter() - t0 > {budget}:
+        raise Stop
+try:
+    DemucsSeparator("htdemucs", model_repo={repo!r}, progress=progress).separate_file(
+        {mix!r}, {out!r})
+except Stop:
+    pass
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, state["done"],
+      time.perf_counter() - t0)
+"""
+
+
+def timed(cmd) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def compare(name, mine_cmd, theirs_cmd, repeat):
+    """Alternate the two commands ``repeat`` times; the best of each is the least disturbed."""
+    mine, theirs = [], []
+    for _ in range(repeat):
+        theirs.append(timed(theirs_cmd))
+        mine.append(timed(mine_cmd))
+    print(f"{name}: vtrace {min(mine):.1f} s, demucs CLI {min(theirs):.1f} s, "
+          f"ratio vtrace/demucs {min(mine) / min(theirs):.3f}x "
+          f"(demucs/vtrace {min(theirs) / min(mine):.2f}x)", flush=True)
+
+
+def make_clip(args, work: Path) -> Path:
+    clip = work / "clip.wav"
+    if args.clip.exists():
+        data, sr = sf.read(args.clip, dtype="float32", frames=int(args.seconds * 44100))
+    else:
+        print(f"{args.clip} missing: using a synthesized clip")
+        sr, rng = 44100, np.random.default_rng(0)
+        t = np.arange(int(args.seconds * sr)) / sr
+        data = (0.3 * np.sin(2 * np.pi * 220 * t)[:, None]
+                + 0.05 * rng.standard_normal((t.size, 2))).astype(np.float32)
+    sf.write(clip, data, sr, subtype="PCM_24")
+    return clip
+
+
+def long_mix(path: Path, minutes: int):
+    """A stereo 16-bit mix of ``minutes`` minutes, written block by block."""
+    sr, rng = 44100, np.random.default_rng(1)
+    with sf.SoundFile(path, "w", sr, 2, "PCM_16") as f:
+        for start in range(0, minutes * 60 * sr, 60 * sr):
+            t = (start + np.arange(60 * sr)) / sr
+            f.write(0.3 * np.sin(2 * np.pi * 220 * t)[:, None]
+                    + 0.05 * rng.standard_normal((t.size, 2)))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clip", type=Path, default=TESTBED)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--skip-60", action="store_true")
+    parser.add_argument("--rss-budget", type=float, default=120.0,
+                        help="seconds of separation per memory run (0: run to the end)")
+    args = parser.parse_args()
+    if not (MODELS / "htdemucs_ft.yaml").exists():
+        subprocess.run([sys.executable, str(ROOT / "bench" / "make_models.py")], check=True)
+    work = ROOT / "bench" / "out"
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()}"
+          f" CPU cores, torch CPU; models: random weights from {MODELS}", flush=True)
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        tmp = Path(tmp)
+        if not args.skip_speed:
+            clip = make_clip(args, tmp)
+            print(f"clip: {args.seconds:g} s of {args.clip.name if args.clip.exists() else 'noise'}")
+            for label, model, method in [("(a) htdemucs, add", "htdemucs", "add"),
+                                         ("(b) htdemucs_ft bag, minus vs CLI", "htdemucs_ft",
+                                          "minus")]:
+                mine = [sys.executable, "-c", MINE.format(root=str(ROOT), model=model,
+                        repo=str(MODELS), method=method, clip=str(clip), out=str(tmp / "v"))]
+                theirs = [sys.executable, "-m", "demucs", "--two-stems", "vocals", "-n", model,
+                          "--repo", str(MODELS), "-o", str(tmp / "d"), str(clip)]
+                compare(label, mine, theirs, args.repeat)
+        if not args.skip_rss:
+            for minutes in [1, 10] + ([] if args.skip_60 else [60]):
+                mix = tmp / f"long_{minutes}.wav"
+                long_mix(mix, minutes)
+                code = RSS_CHILD.format(root=str(ROOT), repo=str(MODELS), mix=str(mix),
+                                        out=str(tmp / f"rss{minutes}"), budget=args.rss_budget)
+                out = subprocess.run([sys.executable, "-c", code], check=True,
+                                     capture_output=True, text=True).stdout.split()
+                rss, done, wall = float(out[0]), float(out[1]), float(out[2])
+                mix.unlink()
+                print(f"(c) {minutes:>2} min input: peak RSS {rss:.0f} MiB = "
+                      f"{rss / minutes:.1f} MiB per minute of audio; separated {done:.0f} of "
+                      f"{minutes * 60} s in {wall:.0f} s"
+                      + ("" if done >= minutes * 60 - 1 else " (stopped early: --rss-budget)"),
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()
