@@ -164,6 +164,28 @@ def test_silent_signals_are_undefined_with_reason():
     assert res["sir"][1].value is None and "silent" in res["sir"][1].reason
 
 
+def test_mixture_sdr_equals_sdr_against_the_summed_target():
+    refs = [speechlike(1.0), noise((2, SR), seed=2)]
+    est = (0.3 * refs[0] + refs[1] + 0.05 * noise((2, SR), seed=6)).astype(np.float32)
+    target = (0.3 * refs[0] + refs[1]).astype(np.float32)
+    via_mixture = em.bss_eval(refs, mixtures=[((0.3, 1.0), est)])[0]["sdr"][0].value
+    direct = em.bss_eval([target], [est])[0]["sdr"][0].value
+    assert via_mixture == pytest.approx(direct, abs=1e-4)
+
+
+def test_nan_input_gives_undefined_scores_not_nan():
+    x = speechlike(1.0)
+    bad = x.copy()
+    bad[0, 100] = np.nan
+    for score in (em.cosine(x, bad), em.mse(bad, x), em.stoi(x, bad, SR),
+                  em.bss_eval([x], [bad])[0]["sdr"][0]):
+        assert score.value is None and "NaN" in score.reason
+    signals, _, _ = track()
+    signals["voice"] = bad
+    with pytest.raises(InputError, match="voice"):
+        ev.evaluate_track(signals, SR, None, False, 0.4)
+
+
 def test_vocal_level_change_measures_the_blend_gain():
     vocals, inst = speechlike(1.0), noise((2, SR))
     original = vocals + inst

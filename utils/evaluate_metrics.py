@@ -57,8 +57,10 @@ def _undefined(reason: str) -> Score:
 
 
 def _pair(reference: np.ndarray, estimate: np.ndarray) -> None:
-    check_audio(reference, "reference")
-    check_audio(estimate, "estimate")
+    # No NaN scan here (a full pass per metric): a non-finite input yields an undefined score
+    # through _NONFINITE instead; evaluation.evaluate_track scans each signal once.
+    check_audio(reference, "reference", finite=False)
+    check_audio(estimate, "estimate", finite=False)
     if reference.shape != estimate.shape:
         raise InputError(f"metric inputs differ in shape: reference={reference.shape}, "
                          f"estimate={estimate.shape}; trim or pad them to the same "
@@ -82,6 +84,9 @@ def _silence_reason(ref_silent: bool, est_silent: bool) -> str | None:
     return None
 
 
+_NONFINITE = "an input contains NaN or infinite samples"
+
+
 def _ratio_db(num: float, den: float, what: str) -> Score:
     # A perfect match makes the denominator vanish; its dB value would be +inf (not JSON).
     if den <= num * 1e-12:
@@ -102,10 +107,20 @@ def _sums(reference: np.ndarray, estimate: np.ndarray) -> dict[str, float]:
         acc["ee"] += np.einsum("i,i->", e, e)
         acc["re"] += np.einsum("i,i->", r, e)
         acc["dd"] += np.einsum("i,i->", d, d)
-        acc["r_peak"] = max(acc["r_peak"], float(np.abs(r).max()))
-        acc["e_peak"] = max(acc["e_peak"], float(np.abs(e).max()))
+        acc["r_peak"] = max(acc["r_peak"], _peak(r))
+        acc["e_peak"] = max(acc["e_peak"], _peak(e))
     acc["n"] = r_flat.size
     return acc
+
+
+def _diff_energy(a: np.ndarray, b: np.ndarray) -> float:
+    """sum((a - b)**2) in float64, chunked."""
+    fa, fb = a.reshape(-1), b.reshape(-1)
+    total = 0.0
+    for i in range(0, fa.size, _CHUNK):
+        d = fa[i:i + _CHUNK].astype(np.float64) - fb[i:i + _CHUNK]
+        total += np.einsum("i,i->", d, d)
+    return float(total)
 
 
 def _energy(x: np.ndarray) -> float:
@@ -122,6 +137,8 @@ def basic_metrics(reference: np.ndarray, estimate: np.ndarray) -> dict[str, Scor
     """
     _pair(reference, estimate)
     s = _sums(reference, estimate)
+    if not all(np.isfinite(v) for v in s.values()):
+        return dict.fromkeys(("mse", "cosine", "si_sdr"), _undefined(_NONFINITE))
     out = {"mse": Score(float(s["dd"] / s["n"])) if s["n"] else _undefined("signals are empty")}
     reason = _silence_reason(s["r_peak"] < SILENCE_PEAK, s["e_peak"] < SILENCE_PEAK)
     if reason:
@@ -160,8 +177,10 @@ def vocal_level_change_db(blended: np.ndarray, original: np.ndarray,
     """
     _pair(original, blended)
     _pair(original, instrumental)
-    vocal_in = _sums(instrumental, original)["dd"]
-    vocal_out = _sums(instrumental, blended)["dd"]
+    vocal_in = _diff_energy(original, instrumental)
+    vocal_out = _diff_energy(blended, instrumental)
+    if not np.isfinite(vocal_in + vocal_out):
+        return _undefined(_NONFINITE)
     floor = SILENCE_PEAK ** 2 * original.size
     if vocal_in < floor:
         return _undefined("original has no vocal over the instrumental (original - "
@@ -181,43 +200,52 @@ def for_stoi(x: np.ndarray, sr: int) -> np.ndarray:
     """
     import soxr
 
-    check_audio(x, "signal")
+    check_audio(x, "signal", finite=False)  # NaN flows through to an undefined score
     mono = x[0] if x.shape[0] == 1 else np.add.reduce(x, axis=0) / np.float32(x.shape[0])
     if sr != STOI_RATE:
         mono = soxr.resample(mono, sr, STOI_RATE)
     return np.asarray(mono, dtype=np.float32)[None, :]
 
 
-def _speech_blocks(x: np.ndarray, y: np.ndarray, window: np.ndarray):
-    """pystoi's remove_silent_frames, as half-frame blocks (no framed copies of the signal).
+def _speech_frames(x: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """Indices of the frames pystoi's remove_silent_frames keeps, judged on the reference.
 
-    Frames are 256 samples at hop 128, so frame i is blocks i and i+1 of 128 samples; a frame
-    is kept when its energy is within 40 dB of the loudest reference frame. Returns the
-    overlap-added kept frames of x and y, each shaped (blocks, 128).
+    Frames are 256 samples at hop 128, so frame i is half-frame blocks i and i+1; a frame is
+    kept when its energy is within 40 dB of the loudest frame.
     """
     hop = len(window) // 2
-    count = -(-(len(x) - 2 * hop) // hop) if len(x) > 2 * hop else 0
-    bx = x[:(count + 1) * hop].reshape(count + 1, hop)
-    by = y[:(count + 1) * hop].reshape(count + 1, hop)
+    b = _half_blocks(x, hop)
     w1, w2 = window[:hop], window[hop:]
-    energy = (np.einsum("ij,ij,j->i", bx[:-1], bx[:-1], w1 * w1)
-              + np.einsum("ij,ij,j->i", bx[1:], bx[1:], w2 * w2))
+    energy = (np.einsum("ij,ij,j->i", b[:-1], b[:-1], w1 * w1)
+              + np.einsum("ij,ij,j->i", b[1:], b[1:], w2 * w2))
     level = 20 * np.log10(np.sqrt(energy) + np.finfo(float).eps)
-    kept = np.flatnonzero((level.max() - 40.0 - level) < 0)
+    return np.flatnonzero((level.max() - 40.0 - level) < 0)
 
-    def overlap_add(b):
-        out = np.zeros((len(kept) + 1, hop))
-        out[:-1] += b[kept] * w1
-        out[1:] += b[kept + 1] * w2
-        return out
 
-    return overlap_add(bx), overlap_add(by)
+def _half_blocks(x: np.ndarray, hop: int) -> np.ndarray:
+    count = -(-(len(x) - 2 * hop) // hop) if len(x) > 2 * hop else 0  # pystoi's frame count
+    return x[:(count + 1) * hop].reshape(count + 1, hop)
+
+
+def _kept_signal(x: np.ndarray, kept: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """The overlap-added kept frames of x, as half-frame blocks (blocks, 128)."""
+    hop = len(window) // 2
+    b = _half_blocks(x, hop)
+    out = np.zeros((len(kept) + 1, hop))
+    out[:-1] += b[kept] * window[:hop]
+    out[1:] += b[kept + 1] * window[hop:]
+    return out
 
 
 def _third_octave_envelopes(blocks: np.ndarray, window: np.ndarray, obm: np.ndarray) -> np.ndarray:
     """1/3-octave band magnitudes (bands, frames) of frames [block k, block k+1] * window."""
     from scipy import fft
 
+    rows = [np.flatnonzero(r) for r in obm]
+    if any(len(r) == 0 or len(r) != r[-1] + 1 - r[0] for r in rows):
+        raise InputError("pystoi's 1/3-octave matrix has non-contiguous bands; this pystoi "
+                         "version is not supported, install pystoi 0.4")
+    edges = np.ravel([(r[0], r[-1] + 1) for r in rows])
     hop = len(window) // 2
     n_frames = len(blocks) - 2  # pystoi: range(0, len - 256, 128)
     out = np.empty((obm.shape[0], max(n_frames, 0)))
@@ -226,29 +254,37 @@ def _third_octave_envelopes(blocks: np.ndarray, window: np.ndarray, obm: np.ndar
         frames = np.concatenate([blocks[i:j] * window[:hop], blocks[i + 1:j + 1] * window[hop:]],
                                 axis=1)
         spec = fft.rfft(frames, n=512, axis=1)
-        # einsum, not BLAS matmul: see _sums.
-        out[:, i:j] = np.sqrt(np.einsum("kf,bf->bk", spec.real ** 2 + spec.imag ** 2, obm))
+        # Band sums by reduceat: exact like obm @ power (bands are contiguous bin ranges) and
+        # much cheaper than a matmul without BLAS threads.
+        power = spec.real ** 2 + spec.imag ** 2
+        out[:, i:j] = np.sqrt(np.add.reduceat(power, edges, axis=1)[:, ::2].T)
     return out
 
 
 def _segment_scores(xs: np.ndarray, ys: np.ndarray, extended: bool) -> float:
-    """Sum over segments of the per-segment correlation; xs, ys: (segments, bands, N)."""
+    """Sum over segments of pystoi's per-segment correlation; xs, ys: (segments, bands, N).
+
+    Same arithmetic as pystoi (including its eps guards), with einsum reductions in place of
+    normalised temporaries.
+    """
     eps = np.finfo(float).eps
     if extended:
         def normalize(a):
             a = a - a.mean(axis=2, keepdims=True)
-            a = a / (np.linalg.norm(a, axis=2, keepdims=True) + eps)
+            a = a / (np.sqrt(np.einsum("sbn,sbn->sb", a, a))[..., None] + eps)
             a = a - a.mean(axis=1, keepdims=True)
-            return a / (np.linalg.norm(a, axis=1, keepdims=True) + eps)
-        return float(np.sum(normalize(xs) * normalize(ys)) / xs.shape[2])
-    ys = ys * (np.linalg.norm(xs, axis=2, keepdims=True)
-               / (np.linalg.norm(ys, axis=2, keepdims=True) + eps))
-    ys = np.minimum(ys, xs * (1 + 10 ** (15 / 20)))  # clip at the -15 dB SDR bound
-    ys = ys - ys.mean(axis=2, keepdims=True)
+            return a / (np.sqrt(np.einsum("sbn,sbn->sn", a, a))[:, None, :] + eps)
+        return float(np.einsum("sbn,sbn->", normalize(xs), normalize(ys)) / xs.shape[2])
+    x_norm = np.sqrt(np.einsum("sbn,sbn->sb", xs, xs))
+    y_norm = np.sqrt(np.einsum("sbn,sbn->sb", ys, ys))
+    ys = ys * (x_norm / (y_norm + eps))[..., None]
+    np.minimum(ys, xs * (1 + 10 ** (15 / 20)), out=ys)  # clip at the -15 dB SDR bound
+    ys -= ys.mean(axis=2, keepdims=True)
     xs = xs - xs.mean(axis=2, keepdims=True)
-    ys /= np.linalg.norm(ys, axis=2, keepdims=True) + eps
-    xs /= np.linalg.norm(xs, axis=2, keepdims=True) + eps
-    return float(np.sum(xs * ys) / xs.shape[1])
+    dot = np.einsum("sbn,sbn->sb", xs, ys)
+    x_len = np.sqrt(np.einsum("sbn,sbn->sb", xs, xs)) + eps
+    y_len = np.sqrt(np.einsum("sbn,sbn->sb", ys, ys)) + eps
+    return float(np.sum(dot / (x_len * y_len)) / xs.shape[1])
 
 
 def stoi(reference: np.ndarray, estimate: np.ndarray, sr: int, extended: bool = False) -> Score:
@@ -258,35 +294,59 @@ def stoi(reference: np.ndarray, estimate: np.ndarray, sr: int, extended: bool = 
     ``sr=10000`` to skip the conversion. Undefined when a signal is silent or when fewer than
     30 frames (~0.4 s) of non-silent reference remain, which pystoi would score as 1e-5.
     """
+    return stoi_many(reference, [estimate], sr, extended)[0]
+
+
+def stoi_many(reference: np.ndarray, estimates: list, sr: int,
+              extended: bool = False) -> list[Score]:
+    """``stoi`` of several estimates against one reference, sharing the reference's work."""
     from pystoi.stoi import MINFREQ, N, N_FRAME, NFFT, NUMBAND
     from pystoi.utils import thirdoct
 
-    _pair(reference, estimate)
-    reason = _silence_reason(is_silent(reference), is_silent(estimate))
-    if reason:
-        return _undefined(reason)
-    if sr != STOI_RATE or reference.shape[0] != 1:
-        reference, estimate = for_stoi(reference, sr), for_stoi(estimate, sr)
+    for est in estimates:
+        _pair(reference, est)
+    if not np.isfinite(_peak(reference)):
+        return [_undefined(_NONFINITE) for _ in estimates]
+    if is_silent(reference):
+        return [_undefined(_silence_reason(True, False)) for _ in estimates]
+    convert = sr != STOI_RATE or reference.shape[0] != 1
+    x = (for_stoi(reference, sr) if convert else reference)[0].astype(np.float64)
     window = np.hanning(N_FRAME + 2)[1:-1]
-    x, y = _speech_blocks(reference[0].astype(np.float64), estimate[0].astype(np.float64),
-                          window)
+    kept = _speech_frames(x, window)
     obm, _ = thirdoct(STOI_RATE, NFFT, NUMBAND, MINFREQ)
-    x_tob = _third_octave_envelopes(x, window, obm)
-    y_tob = _third_octave_envelopes(y, window, obm)
+    x_tob = _third_octave_envelopes(_kept_signal(x, kept, window), window, obm)
     frames = x_tob.shape[1]
     if frames < N:
-        return _undefined(f"too little non-silent reference for STOI: frames={frames}, needs "
-                          f"{N} (about {N * N_FRAME / 2 / STOI_RATE:.2f} s of sound)")
+        reason = (f"too little non-silent reference for STOI: frames={frames}, needs {N} "
+                  f"(about {N * N_FRAME / 2 / STOI_RATE:.2f} s of sound)")
+        return [_undefined(reason) for _ in estimates]
     xs_all = np.lib.stride_tricks.sliding_window_view(x_tob, N, axis=1).transpose(1, 0, 2)
-    ys_all = np.lib.stride_tricks.sliding_window_view(y_tob, N, axis=1).transpose(1, 0, 2)
-    total = 0.0
-    for start in range(0, len(xs_all), 2048):  # chunks keep the temporaries in cache
-        total += _segment_scores(xs_all[start:start + 2048], ys_all[start:start + 2048],
-                                 extended)
-    return Score(total / len(xs_all))
+    scores = []
+    for est in estimates:
+        if is_silent(est):
+            scores.append(_undefined(_silence_reason(False, True)))
+            continue
+        y = (for_stoi(est, sr) if convert else est)[0].astype(np.float64)
+        y_tob = _third_octave_envelopes(_kept_signal(y, kept, window), window, obm)
+        ys_all = np.lib.stride_tricks.sliding_window_view(y_tob, N, axis=1).transpose(1, 0, 2)
+        total = 0.0
+        for start in range(0, len(xs_all), 2048):  # chunks keep the temporaries in cache
+            total += _segment_scores(xs_all[start:start + 2048], ys_all[start:start + 2048],
+                                     extended)
+        scores.append(Score(total / len(xs_all)) if np.isfinite(total)
+                      else _undefined(_NONFINITE))
+    return scores
 
 
 # ---- BSS Eval (SDR, SIR, SAR) ----------------------------------------------------------
+
+def _one_blas_thread():
+    """OpenBLAS threads stall badly when the cores are shared (a 1024 Cholesky took 1.3 s
+    instead of 20 ms on a busy 2-core machine); one thread is fast enough at this size."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
 
 def _block_spectra(signals, channel: int, starts: np.ndarray, lags: int,
                    middle_only: bool) -> np.ndarray:
@@ -340,7 +400,7 @@ def _correlations(refs, est_sets, lags: int):
     return lagged(rr), [lagged(x) for x in re]
 
 
-def bss_eval(references, *estimate_sets) -> list[dict[str, list[Score]]]:
+def bss_eval(references, *estimate_sets, mixtures=()) -> list[dict[str, list[Score]]]:
     """SDR, SIR and SAR in dB of each estimate against its matching reference.
 
     Args:
@@ -348,11 +408,14 @@ def bss_eval(references, *estimate_sets) -> list[dict[str, list[Score]]]:
             [vocals, accompaniment]; the other sources are the interference for SIR.
         estimate_sets: one or more sequences of float32 arrays of the same shapes; estimate j
             is matched to reference j (no permutation). Sets share the reference work.
+        mixtures: (weights, estimate) pairs: the SDR of ``estimate`` against the single source
+            sum(weights[i] * references[i]) (e.g. a blend target), from the same correlations.
 
     Returns:
-        Per set, {"sdr": [Score per source], "sir": [...], "sar": [...]}. With one source SIR
-        is undefined (no interference) and SAR equals SDR. A silent source makes its own
-        scores undefined, and the SIR/SAR of the others (the interference space degenerates).
+        Per set, {"sdr": [Score per source], "sir": [...], "sar": [...]}, then per mixture
+        {"sdr": [Score]}. With one source SIR is undefined (no interference) and SAR equals
+        SDR. A silent source makes its own scores undefined, and the SIR/SAR of the others
+        (the interference space degenerates).
     """
     from scipy.linalg import cho_factor, cho_solve, solve_toeplitz
 
@@ -369,9 +432,21 @@ def bss_eval(references, *estimate_sets) -> list[dict[str, list[Score]]]:
             if references[i].shape != references[0].shape:
                 raise InputError(f"bss_eval: reference {i} shape={references[i].shape} "
                                  f"differs from reference 0 shape={references[0].shape}")
+    for weights, est in mixtures:
+        if len(weights) != n_src:
+            raise InputError(f"bss_eval: mixture weights={len(weights)} but references="
+                             f"{n_src}; give one weight per reference source")
+        _pair(references[0], est)
     lags = FILTER_LENGTH
     ref_silent = [is_silent(r) for r in references]
-    rr, re_sets = _correlations(references, [list(e) for e in estimate_sets], lags)
+    sets = [list(e) for e in estimate_sets] + [[est] for _, est in mixtures]
+    rr, re_sets = _correlations(references, sets, lags)
+    if not (np.isfinite(rr).all() and all(np.isfinite(r).all() for r in re_sets)):
+        bad = _undefined(_NONFINITE)
+        return ([{k: [bad] * n_src for k in ("sdr", "sir", "sar")} for _ in estimate_sets]
+                + [{"sdr": [bad]} for _ in mixtures])
+    mixture_re = re_sets[len(estimate_sets):]
+    re_sets = re_sets[:len(estimate_sets)]
     ref_energy = np.array([rr[i, i, lags - 1] for i in range(n_src)])
     factor = None
     if not any(ref_silent) and n_src > 1:
@@ -379,7 +454,8 @@ def bss_eval(references, *estimate_sets) -> list[dict[str, list[Score]]]:
         lag_index = (k[:, None] - k[None, :]) + lags - 1  # R[k, l] = r[k - l]
         rr_n = rr / np.sqrt(np.outer(ref_energy, ref_energy))[..., None]
         full = np.block([[rr_n[c, d][lag_index] for d in range(n_src)] for c in range(n_src)])
-        factor = cho_factor(full)  # one factorisation serves every estimate
+        with _one_blas_thread():
+            factor = cho_factor(full)  # one factorisation serves every estimate
     results = []
     for est, re in zip(estimate_sets, re_sets):
         out = {"sdr": [], "sir": [], "sar": []}
@@ -403,8 +479,21 @@ def bss_eval(references, *estimate_sets) -> list[dict[str, list[Score]]]:
                 out["sir"].append(_undefined(why))
                 out["sar"].append(_undefined(why))
                 continue
-            coh_sar = float(x.ravel() @ cho_solve(factor, x.ravel()))
+            with _one_blas_thread():
+                coh_sar = float(x.ravel() @ cho_solve(factor, x.ravel()))
             out["sir"].append(_ratio_db(coh_sdr, coh_sar - coh_sdr, "SIR"))
             out["sar"].append(_ratio_db(coh_sar, 1.0 - coh_sar, "SAR"))
         results.append(out)
+    for (weights, est), re in zip(mixtures, mixture_re):
+        a = np.asarray(weights, dtype=np.float64)
+        acf = np.einsum("i,j,ijk->k", a, a, rr)[lags - 1:]  # correlations are bilinear
+        xcorr = np.einsum("i,ik->k", a, re[:, 0])[lags - 1:]
+        est_energy = _energy(est)
+        if acf[0] <= SILENCE_PEAK ** 2 * est.size or is_silent(est):
+            reason = _silence_reason(acf[0] <= SILENCE_PEAK ** 2 * est.size, True)
+            results.append({"sdr": [_undefined(reason)]})
+            continue
+        x = xcorr / np.sqrt(acf[0] * est_energy)
+        coh = float(x @ solve_toeplitz(acf / acf[0], x))
+        results.append({"sdr": [_ratio_db(coh, 1.0 - coh, "SDR")]})
     return results

@@ -78,85 +78,101 @@ def evaluate_track(signals: dict, sr: int, reference: dict | None = None,
         if check_audio(signals[key], key).shape != shape:
             raise InputError(f"evaluate_track: {key} shape={signals[key].shape} differs from "
                              f"original shape={shape}; all outputs must be the same length")
-    kind = "estoi" if estoi else "stoi"
-    undefined: dict[str, str] = {}
-    stoi_cache: dict[str, np.ndarray] = {}
-
-    def value(score: em.Score, key: str) -> float | None:
-        if not score.defined:
-            undefined[key] = score.reason
-        return score.value
-
-    def compare(group: str, out: str, against: str, pool: dict, bss: dict | None) -> dict:
-        ref, est = pool[against], pool[out]
-        base = em.basic_metrics(ref, est)
-        for name in (against, out):
-            if name not in stoi_cache:
-                stoi_cache[name] = em.for_stoi(pool[name], sr)
-        row = {"against": against,
-               "mse": value(base["mse"], f"{group}.{out}.mse"),
-               "cosine": value(base["cosine"], f"{group}.{out}.cosine"),
-               kind: value(em.stoi(stoi_cache[against], stoi_cache[out], em.STOI_RATE,
-                                   extended=estoi), f"{group}.{out}.{kind}")}
-        if bss is not None:
-            row["si_sdr"] = value(base["si_sdr"], f"{group}.{out}.si_sdr")
-            for metric, score in bss.items():
-                row[metric] = value(score, f"{group}.{out}.{metric}")
-        return row
-
+    ev = _Evaluator(sr, estoi)
     report = {"sample_rate": sr, "duration_s": round(shape[1] / sr, 3),
-              "vocal_gain": vocal_gain, "stoi_kind": kind}
-    report["vocal_change_db"] = value(em.vocal_level_change_db(
+              "vocal_gain": vocal_gain, "stoi_kind": ev.kind}
+    report["vocal_change_db"] = ev.value(em.vocal_level_change_db(
         signals["blended"], signals["original"], signals["model_instrumental"]),
         "model.vocal_change_db")
-    report["vocal_change_expected_db"] = _expected_change(vocal_gain, undefined)
-    report["model"] = {out: compare("model", out, against, signals, None)
-                       for out, against in MODEL_PAIRS.items()}
+    report["vocal_change_expected_db"] = ev.expected_change(vocal_gain)
+    report["model"] = ev.compare("model", list(MODEL_PAIRS.items()), signals, None)
     report["reference"] = None
     if reference is not None:
-        report["reference"] = _against_reference(signals, sr, reference, vocal_gain,
-                                                 compare, value, undefined)
-    report["undefined"] = undefined
+        report["reference"] = _against_reference(ev, signals, sr, reference, vocal_gain)
+    report["undefined"] = ev.undefined
     report["eval_seconds"] = round(time.perf_counter() - started, 3)
     return report
 
 
-def _expected_change(vocal_gain, undefined):
-    if vocal_gain is None:
-        undefined["vocal_change_expected_db"] = "vocal_gain not given"
-        return None
-    if vocal_gain <= 0:
-        undefined["vocal_change_expected_db"] = f"vocal_gain={vocal_gain}: no vocal, -inf dB"
-        return None
-    return 20.0 * math.log10(vocal_gain)
+class _Evaluator:
+    """Collects undefined-metric reasons and shares 10 kHz STOI signals across comparisons."""
+
+    def __init__(self, sr: int, estoi: bool):
+        self.sr, self.estoi = sr, estoi
+        self.kind = "estoi" if estoi else "stoi"
+        self.undefined: dict[str, str] = {}
+        self._stoi_signals: dict[str, np.ndarray] = {}
+
+    def value(self, score: em.Score, key: str) -> float | None:
+        if not score.defined:
+            self.undefined[key] = score.reason
+        return score.value
+
+    def expected_change(self, vocal_gain: float | None) -> float | None:
+        if vocal_gain is None:
+            self.undefined["vocal_change_expected_db"] = "vocal_gain not given"
+            return None
+        if vocal_gain <= 0:
+            self.undefined["vocal_change_expected_db"] = (f"vocal_gain={vocal_gain}: no "
+                                                          "vocal left, -inf dB")
+            return None
+        return 20.0 * math.log10(vocal_gain)
+
+    def _for_stoi(self, name: str, pool: dict) -> np.ndarray:
+        if name not in self._stoi_signals:
+            self._stoi_signals[name] = em.for_stoi(pool[name], self.sr)
+        return self._stoi_signals[name]
+
+    def compare(self, group: str, pairs: list, pool: dict, bss: dict | None) -> dict:
+        """Metrics of each (output, against) pair of ``pool`` signals; STOI grouped by target."""
+        stoi = {}
+        for against in dict.fromkeys(a for _, a in pairs):
+            outs = [o for o, a in pairs if a == against]
+            scores = em.stoi_many(self._for_stoi(against, pool),
+                                  [self._for_stoi(o, pool) for o in outs], em.STOI_RATE,
+                                  extended=self.estoi)
+            stoi.update(zip(outs, scores))
+        result = {}
+        for out, against in pairs:
+            base = em.basic_metrics(pool[against], pool[out])
+            key = f"{group}.{out}"
+            row = {"against": against, "mse": self.value(base["mse"], f"{key}.mse"),
+                   "cosine": self.value(base["cosine"], f"{key}.cosine"),
+                   self.kind: self.value(stoi[out], f"{key}.{self.kind}")}
+            if bss is not None:
+                row["si_sdr"] = self.value(base["si_sdr"], f"{key}.si_sdr")
+                for metric, score in bss[out].items():
+                    row[metric] = self.value(score, f"{key}.{metric}")
+            result[out] = row
+        return result
 
 
-def _against_reference(signals, sr, reference, vocal_gain, compare, value, undefined):
+def _against_reference(ev: _Evaluator, signals, sr, reference, vocal_gain):
     truth = _match_reference(reference, sr, signals["original"].shape)
     out = {"layout": reference.get("layout"), "files": reference.get("files"),
            "length_mismatch_samples": truth.pop("length_mismatch")}
     pool = dict(signals, **truth)
     pairs = [(o, a) for o, a in REFERENCE_PAIRS.items() if a != "blend_target"]
+    refs = [truth["vocals"], truth["accompaniment"]]
+    sets = [[signals["voice"], signals["phase_cancel"]],
+            [signals["model_vocals"], signals["model_instrumental"]]]
+    mixtures = []
     if vocal_gain is not None:
         pool["blend_target"] = (truth["accompaniment"] + np.float32(vocal_gain)
                                 * truth["vocals"]).astype(np.float32)
         pairs.append(("blended", "blend_target"))
+        mixtures = [((float(vocal_gain), 1.0), signals["blended"])]  # acc + w*vocals
     else:
-        undefined["reference.blended"] = "vocal_gain not given: the true blend is unknown"
-    refs = [truth["vocals"], truth["accompaniment"]]
-    sets = [[signals["voice"], signals["phase_cancel"]],
-            [signals["model_vocals"], signals["model_instrumental"]]]
-    outputs_bss, model_bss = em.bss_eval(refs, *sets)
-    bss = {"voice": {m: s[0] for m, s in outputs_bss.items()},
-           "phase_cancel": {m: s[1] for m, s in outputs_bss.items()},
-           "model_vocals": {m: s[0] for m, s in model_bss.items()},
-           "model_instrumental": {m: s[1] for m, s in model_bss.items()}}
-    if vocal_gain is not None:
-        blended = em.bss_eval([pool["blend_target"]], [signals["blended"]])[0]
-        bss["blended"] = {"sdr": blended["sdr"][0]}
-    for output, against in pairs:
-        out[output] = compare("reference", output, against, pool, bss[output])
-    out["vocal_change_db"] = value(em.vocal_level_change_db(
+        ev.undefined["reference.blended"] = "vocal_gain not given: the true blend is unknown"
+    results = em.bss_eval(refs, *sets, mixtures=mixtures)
+    bss = {"voice": {m: s[0] for m, s in results[0].items()},
+           "phase_cancel": {m: s[1] for m, s in results[0].items()},
+           "model_vocals": {m: s[0] for m, s in results[1].items()},
+           "model_instrumental": {m: s[1] for m, s in results[1].items()}}
+    if mixtures:
+        bss["blended"] = {"sdr": results[2]["sdr"][0]}
+    out.update(ev.compare("reference", pairs, pool, bss))
+    out["vocal_change_db"] = ev.value(em.vocal_level_change_db(
         signals["blended"], signals["original"], truth["accompaniment"]),
         "reference.vocal_change_db")
     return out
