@@ -269,6 +269,24 @@ def test_evaluate_track_known_answers():
     assert "vocal_gain" in estoi["undefined"]["vocal_change_expected_db"]
 
 
+def test_reference_at_other_rate_and_length_is_matched():
+    import soxr
+
+    signals, vocals, accomp = track()
+    up = {k: np.ascontiguousarray(soxr.resample(x.T, SR, 2 * SR).T[:, :-7]).astype(np.float32)
+          for k, x in (("vocals", vocals), ("accompaniment", accomp))}
+    report = ev.evaluate_track(signals, SR, dict(up, sr=2 * SR), False, 0.4)
+    assert abs(report["reference"]["length_mismatch_samples"]) <= 4
+    assert report["reference"]["voice"]["sdr"] > 10
+
+
+def test_unusable_reference_is_reported_not_raised():
+    signals, vocals, accomp = track()
+    mono = {"vocals": vocals[:1], "accompaniment": accomp[:1], "sr": SR}
+    report = ev.evaluate_track(signals, SR, mono, False, 0.4)
+    assert report["reference"] is None and "channels=1" in report["undefined"]["reference"]
+
+
 def test_evaluate_track_silent_output_is_reported_not_raised():
     signals, vocals, accomp = track()
     signals["voice"] = np.zeros_like(signals["voice"])

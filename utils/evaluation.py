@@ -3,7 +3,16 @@
 All signals are float32 ``(channels, samples)`` at one sample rate, taken before any encoding.
 Metric values are floats or None; every None has its reason under the report's "undefined"
 map (key ``"<group>.<output>.<metric>"``), so nothing is guessed and nothing raises for a silent
-or too-short signal. Column names of the batch CSV are ``CSV_COLUMNS`` (documented below).
+or too-short signal.
+
+Batch CSV columns (``CSV_COLUMNS``, one row per track, empty cell = undefined):
+``track, eval_seconds, duration_s, sample_rate, vocal_gain, vocal_change_db,
+vocal_change_expected_db``; ``model_<output>_<metric>`` for output in phase_cancel (vs model
+instrumental), voice (vs model vocals), blended (vs original) and metric in mse, cosine, stoi,
+estoi (only the one asked for is filled); ``ref_vocal_change_db``; ``ref_<output>_<metric>``
+for output in phase_cancel, voice, blended, model_instrumental, model_vocals (vs the true
+stems) with mse, cosine, stoi, estoi, sdr, si_sdr and, except blended, sir, sar;
+``undefined`` ("key: reason; ..." for every undefined value).
 """
 
 import csv
@@ -88,7 +97,11 @@ def evaluate_track(signals: dict, sr: int, reference: dict | None = None,
     report["model"] = ev.compare("model", list(MODEL_PAIRS.items()), signals, None)
     report["reference"] = None
     if reference is not None:
-        report["reference"] = _against_reference(ev, signals, sr, reference, vocal_gain)
+        try:
+            report["reference"] = _against_reference(ev, signals, sr, reference, vocal_gain)
+        except InputError as exc:  # unusable true stems should not fail the track's outputs
+            logger.warning("reference metrics skipped: %s", exc)
+            ev.undefined["reference"] = str(exc)
     report["undefined"] = ev.undefined
     report["eval_seconds"] = round(time.perf_counter() - started, 3)
     return report
