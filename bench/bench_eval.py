@@ -28,8 +28,8 @@ def synth_track(seconds: float, seed: int = 0) -> tuple[dict, dict]:
     n = int(seconds * SR)
     t = np.arange(n) / SR
     gate = (np.sin(2 * np.pi * 0.7 * t) > -0.2).astype(np.float32)
-    voice = sum(np.sin(2 * np.pi * f * t * (1 + 0.01 * np.sin(2 * np.pi * 5 * t)))
-                / k for k, f in enumerate((220, 440, 660, 880), 1))
+    vibrato = 0.6 * np.sin(2 * np.pi * 5 * t)
+    voice = sum(np.sin(k * (2 * np.pi * 220 * t + vibrato)) / k for k in range(1, 5))
     vocals = np.stack([voice * gate, 0.9 * voice * gate]).astype(np.float32) * 0.2
     accomp = (0.1 * rng.standard_normal((2, n))).astype(np.float32)
     original = vocals + accomp
