@@ -83,6 +83,9 @@ def evaluate_track(signals: dict, sr: int, reference: dict | None = None,
         raise InputError(f"evaluate_track: missing signals={missing}; give all of "
                          f"{list(SIGNAL_KEYS)}")
     shape = check_audio(signals["original"], "original").shape
+    if shape[1] == 0:
+        raise InputError("evaluate_track: original has samples=0; nothing to evaluate (an "
+                         "empty input should have been rejected before separation)")
     for key in SIGNAL_KEYS:
         if check_audio(signals[key], key).shape != shape:
             raise InputError(f"evaluate_track: {key} shape={signals[key].shape} differs from "
