@@ -5,6 +5,9 @@ Prints ratios (VTrace / baseline) on one clip, in one run:
       (both as fresh processes: start-up, model load, read, separate, write).  Goal <= 1.05x.
   (b) ``other_method="minus"`` on the htdemucs_ft-shaped bag vs the demucs CLI on the same bag.
       Goal >= 3.5x faster.
+  (d) four short tracks with -t 2 (two processes, 1 torch thread each, two tracks each) vs
+      -t 1 (one process, 2 threads, four tracks), with demucs_unittest and the htdemucs-shaped
+      model.  Goal: -t 2 never slower (ratio t2/t1 <= 1.0).
   (c) peak RSS per minute of audio for 1, 10 and 60 minute inputs with the htdemucs-shaped model.
       A full 60-minute CPU run takes hours, so by default each run stops after --rss-budget
       seconds of separation and reports how far it got (the whole-file pass that computes the
@@ -15,7 +18,7 @@ Usage: python bench/bench_separation.py [--clip F] [--seconds 10] [--repeat 2] [
 """
 
 import argparse
-import resource
+import os
 import subprocess
 import sys
 import tempfile
@@ -34,6 +37,14 @@ import sys; sys.path.insert(0, {root!r})
 from utils.separation import DemucsSeparator
 DemucsSeparator({model!r}, model_repo={repo!r}, other_method={method!r}).separate_file(
     {clip!r}, {out!r})
+"""
+
+WORKER = """
+import sys; sys.path.insert(0, {root!r})
+from utils.separation import DemucsSeparator
+sep = DemucsSeparator({model!r}, model_repo={repo!r}, thread={thread})
+for i, clip in enumerate({clips!r}):
+    sep.separate_file(clip, {out!r} + str(i))
 """
 
 RSS_CHILD = """
@@ -72,6 +83,37 @@ def compare(name, mine_cmd, theirs_cmd, repeat):
           f"(demucs/vtrace {min(theirs) / min(mine):.2f}x)", flush=True)
 
 
+def workers(model, clips, out, jobs, cores):
+    """Separate ``clips`` with ``jobs`` processes of ``cores // jobs`` threads; wall seconds."""
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(
+        [sys.executable, "-c", WORKER.format(root=str(ROOT), model=model, repo=str(MODELS),
+                                             thread=max(1, cores // jobs), clips=clips[j::jobs],
+                                             out=f"{out}/{j}_")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for j in range(jobs)]
+    if any(p.wait() for p in procs):
+        raise RuntimeError("a worker failed")
+    return time.perf_counter() - t0
+
+
+def cli_peak_rss(mix: Path, out: Path, budget: float) -> float:
+    """Peak RSS (MiB) of the demucs CLI on ``mix`` after ``budget`` s (or at its end)."""
+    proc = subprocess.Popen([sys.executable, "-m", "demucs", "--two-stems", "vocals", "-n",
+                             "htdemucs", "--repo", str(MODELS), "-o", str(out), str(mix)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0, peak = time.perf_counter(), 0.0
+    while proc.poll() is None and (not budget or time.perf_counter() - t0 < budget):
+        try:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            peak = max(peak, float(status.split("VmHWM:")[1].split()[0]) / 1024)
+        except (OSError, IndexError):
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    proc.wait()
+    return peak
+
+
 def make_clip(args, work: Path) -> Path:
     clip = work / "clip.wav"
     if args.clip.exists():
@@ -103,6 +145,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--skip-jobs", action="store_true")
     parser.add_argument("--skip-60", action="store_true")
     parser.add_argument("--rss-budget", type=float, default=120.0,
                         help="seconds of separation per memory run (0: run to the end)")
@@ -126,6 +169,18 @@ def main():
                 theirs = [sys.executable, "-m", "demucs", "--two-stems", "vocals", "-n", model,
                           "--repo", str(MODELS), "-o", str(tmp / "d"), str(clip)]
                 compare(label, mine, theirs, args.repeat)
+        if not args.skip_jobs:
+            cores = len(os.sched_getaffinity(0))
+            clips = []
+            for i in range(4):
+                clips.append(str(tmp / f"short{i}.wav"))
+                sr, rng = 44100, np.random.default_rng(i)
+                sf.write(clips[-1], 0.1 * rng.standard_normal((5 * sr, 2)), sr)
+            for model in ("demucs_unittest", "htdemucs"):
+                t1 = min(workers(model, clips, str(tmp / "j"), 1, cores) for _ in range(args.repeat))
+                t2 = min(workers(model, clips, str(tmp / "j"), 2, cores) for _ in range(args.repeat))
+                print(f"(d) 4 x 5 s tracks, {model}: -t 1 {t1:.1f} s, -t 2 {t2:.1f} s, "
+                      f"ratio t2/t1 {t2 / t1:.3f}x", flush=True)
         if not args.skip_rss:
             for minutes in [1, 10] + ([] if args.skip_60 else [60]):
                 mix = tmp / f"long_{minutes}.wav"
@@ -135,12 +190,13 @@ def main():
                 out = subprocess.run([sys.executable, "-c", code], check=True,
                                      capture_output=True, text=True).stdout.split()
                 rss, done, wall = float(out[0]), float(out[1]), float(out[2])
+                theirs = cli_peak_rss(mix, tmp / "cli", args.rss_budget)
                 mix.unlink()
                 print(f"(c) {minutes:>2} min input: peak RSS {rss:.0f} MiB = "
                       f"{rss / minutes:.1f} MiB per minute of audio; separated {done:.0f} of "
                       f"{minutes * 60} s in {wall:.0f} s"
-                      + ("" if done >= minutes * 60 - 1 else " (stopped early: --rss-budget)"),
-                      flush=True)
+                      + ("" if done >= minutes * 60 - 1 else " (stopped early: --rss-budget)")
+                      + f"; demucs CLI peak RSS {theirs:.0f} MiB", flush=True)
 
 
 if __name__ == "__main__":

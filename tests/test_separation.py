@@ -166,6 +166,14 @@ def test_download_failure_names_model_caches_and_fix(monkeypatch):
     assert "Hugging Face cache" in text and "Name or service not known" in text
 
 
+def test_value_checks_alone_do_not_load_the_model():
+    sep = DemucsSeparator("no_such_model", device="cpu")
+    sep.check_options(load_model=False)
+    assert sep._model is None
+    with pytest.raises(ConfigError, match="overlap=2"):
+        DemucsSeparator("no_such_model", overlap=2).check_options(load_model=False)
+
+
 @pytest.mark.parametrize("options, error", [
     (dict(segment=1.5), UsageError),  # the tiny transformer was built for 1 s
     (dict(overlap=1.0), ConfigError),

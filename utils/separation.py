@@ -3,10 +3,10 @@
 The model is loaded once per process and reused.  Tracks are separated as a stream: the mix is
 read from disk window by window and finished stem samples are written as soon as no later model
 segment can change them, so memory does not grow with track length.  The stream walks exactly
-the segment grid, random shifts and bag weights of ``demucs.apply.apply_model`` (demucs 4.1.0,
-pinned), so its output equals ``demucs.api.Separator`` on the same mix to float rounding: the
-only difference is the normalising mean/std, which are summed in float64 here (max abs
-difference about 1e-5 on unit-scale audio, see tests/test_separation.py).
+the segment grid, shift padding and bag weights of ``demucs.apply.apply_model`` (demucs 4.1.0,
+pinned), so for the same random shift offsets its output equals ``demucs.api.Separator`` on the
+whole mix to float rounding (the normalising mean/std are summed in float64 here: measured max
+abs difference < 1e-7 on unit-scale signals; tests/test_separation.py asserts < 1e-5).
 
 Stems are float32 WAV at the model's rate (no clipping or per-stem rescale, so O = V + I holds).
 """
@@ -258,10 +258,13 @@ def _load_model(name: str, repo: Optional[Path]):
             raise SeparationError(f"cannot load demucs_model={name} from model_repo={repo}: "
                                   f"{_one_line(exc)}; check the files or rebuild the repo") from None
         import torch
-        from huggingface_hub import constants
+        try:
+            from huggingface_hub.constants import HF_HUB_CACHE
+        except ImportError:
+            HF_HUB_CACHE = "~/.cache/huggingface/hub"
         raise SeparationError(
             f"cannot load demucs_model={name}: not in the Hugging Face cache "
-            f"({constants.HF_HUB_CACHE}) nor the torch hub cache ({torch.hub.get_dir()}) and "
+            f"({HF_HUB_CACHE}) nor the torch hub cache ({torch.hub.get_dir()}) and "
             f"downloading failed ({_one_line(exc)}); run once with network access, {fix}"
         ) from None
 
@@ -323,8 +326,10 @@ class DemucsSeparator:
     def audio_channels(self) -> int:
         return int(self.model.audio_channels)
 
-    def check_options(self) -> None:
-        """Validate every option and load the model; raises ConfigError/UsageError up front."""
+    def check_options(self, load_model: bool = True) -> None:
+        """Validate the options up front (ConfigError/UsageError).  With ``load_model`` (the
+        default) also load the model and check it against them (vocals source, segment limit);
+        pass False to check values only, e.g. when every track may already be separated."""
         if self._checked:
             return
         if not isinstance(self.shifts, int) or self.shifts < 0:
@@ -338,6 +343,8 @@ class DemucsSeparator:
         if self.thread is not None and (not isinstance(self.thread, int) or self.thread < 1):
             raise ConfigError(f"thread={self.thread!r} must be an integer >= 1, or unset")
         self._device = resolve_device(self.device)
+        if not load_model:
+            return
         model = self.model
         if "vocals" not in model.sources:
             raise UsageError(f"demucs_model={self.demucs_model} has no vocals source "
@@ -451,7 +458,8 @@ class DemucsSeparator:
         max_shift = int(0.5 * model.samplerate)
         groups = []
         for sub, w in zip(subs, weights):
-            # Drawn for every sub-model, in apply_model's order, so that a seeded run matches it.
+            # Drawn for every sub-model in apply_model's order (sub-model, then shift), so the
+            # same offsets reach the same streams, and minus and add give identical vocals.
             shifts = [random.randint(0, max_shift) for _ in range(self.shifts)]
             if not any(w[k] for k in needed):
                 continue
