@@ -158,17 +158,20 @@ def _cfg_key(cfg):
 
 
 def summary_table(results):
-    """The end-of-run table for stdout: track, status, audio length, time, folder or reason."""
-    rows = [("track", "status", "audio", "time", "output / reason")]
+    """The end-of-run table for stdout: track, status, audio length, time (and evaluation time
+    when there was any), then the output folder or the reason it failed."""
+    with_eval = any(r.eval_seconds for r in results)
+    head = ("track", "status", "audio", "time") + (("eval",) if with_eval else ())
+    rows = [head + ("output / reason",)]
     for r in results:
-        where = r.reason if r.status == "failed" else r.output_dir
-        rows.append((r.name, r.status, f"{r.audio_seconds:.1f}s", f"{r.wall_seconds:.1f}s",
-                     where))
-    widths = [min(40, max(len(row[i]) for row in rows)) for i in range(4)]
-    lines = []
-    for row in rows:
-        cells = [row[i][:widths[i]].ljust(widths[i]) for i in range(4)] + [row[4]]
-        lines.append("  ".join(cells))
+        cells = (r.name, r.status, f"{r.audio_seconds:.1f}s", f"{r.wall_seconds:.1f}s")
+        if with_eval:
+            cells += (f"{r.eval_seconds:.1f}s" if r.eval_seconds else "-",)
+        rows.append(cells + (r.reason if r.status == "failed" else r.output_dir,))
+    k = len(head)
+    widths = [min(40, max(len(row[i]) for row in rows)) for i in range(k)]
+    lines = ["  ".join([row[i][:widths[i]].ljust(widths[i]) for i in range(k)] + [row[k]])
+             for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths) + "  " + "-" * 15)
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
     lines.append(f"{len(results)} track(s): {counts['ok']} ok, {counts['skipped']} skipped, "

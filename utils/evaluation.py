@@ -19,16 +19,15 @@ import csv
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from audio_utils.audio_io import atomic_path, read_audio
 from processors.audio_checks import check_audio
 from utils import evaluate_metrics as em
-from utils.errors import InputError, OutputError
+from utils.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -261,31 +260,14 @@ def find_reference(reference_dir: Path, track: str) -> dict | None:
 
 
 def _load(path: Path) -> tuple[np.ndarray, int]:
-    import soundfile as sf
-
-    try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as exc:
-        raise InputError(f"cannot read reference stem path={path}: {exc}; use wav or flac")
-    return np.ascontiguousarray(data.T), sr
+    return read_audio(path)
 
 
 # ---- reports ---------------------------------------------------------------------------
 
 def _atomic_write(path: Path, write) -> None:
-    path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-                write(f)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-    except OSError as exc:
-        raise OutputError(f"cannot write path={path}: {exc}; check the folder exists and "
-                          "has free space") from exc
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        write(f)
 
 
 def write_track_report(path: Path, report: dict) -> None:
@@ -410,15 +392,5 @@ def _spectrogram_db(x: np.ndarray, sr: int, n_fft: int = 4096, max_columns: int 
 
 
 def _atomic_write_png(path: Path, fig) -> None:
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format="png", dpi=100)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-    except OSError as exc:
-        raise OutputError(f"cannot write plot path={path}: {exc}; check the folder exists "
-                          "and has free space") from exc
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)

@@ -101,7 +101,13 @@ def process_track(track, cfg, out_root, get_separator=None, progress=None):
             try:
                 m = json.loads(manifest_path(out_dir, track.name).read_text(encoding="utf-8"))
                 result.audio_seconds = float(m.get("seconds", 0.0))
-            except (OSError, ValueError):
+                if cfg.eval:  # the batch CSV still lists the track
+                    from utils.evaluation import report_row
+
+                    report = json.loads((out_dir / f"{track.name}_eval.json")
+                                        .read_text(encoding="utf-8"))
+                    result.eval_row = report_row(track.name, report)
+            except (OSError, ValueError, KeyError):
                 pass
             return result
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -182,11 +188,16 @@ def _run(track, cfg, out_dir, work, get_separator, progress, result):
         gains, peaks, loudness = _render(readers, frames, sr, channels, w, cfg, wav_paths,
                                          progress)
         timings["render_s"] = time.perf_counter() - t
+        if cfg.eval or cfg.plot:
+            t = time.perf_counter()
+            _evaluate(track, cfg, readers, frames, sr, w, gains, out_dir, result)
+            timings["eval_s"] = time.perf_counter() - t
     finally:
         for r in readers:
             r.close()
 
     files = [p.name for p in wav_paths.values()] if wav_dir == out_dir else []
+    files += [f"{track.name}_eval.json"] * bool(cfg.eval) + [f"{track.name}_eval.png"] * bool(cfg.plot)
     if cfg.convert_to_mp3:
         from audio_utils.audio_conversion import encode_mp3
 
@@ -222,6 +233,37 @@ def _run(track, cfg, out_dir, work, get_separator, progress, result):
     if cfg.cleanup and created:
         shutil.rmtree(folder, ignore_errors=True)
         log.debug("removed separation %s", folder)
+
+
+def _evaluate(track, cfg, readers, frames, sr, w, gains, out_dir, result):
+    """``--eval`` / ``--plot``: metrics on the float outputs (before any PCM or MP3 encoding),
+    recomputed for the whole track with the same gains, next to the outputs."""
+    from utils import evaluation
+
+    o, outs = _compute(readers, 0, frames, w, cfg, sr, _shaping(cfg, sr))
+    signals = {"original": o,
+               "blended": outs["blended"] * np.float32(gains["blended"]),
+               "voice": outs["vocal_residual"] * np.float32(gains["vocal_residual"]),
+               "phase_cancel": outs["phase_cancel"] * np.float32(gains["phase_cancel"]),
+               "model_instrumental": readers[1].read(0, frames),
+               "model_vocals": readers[2].read(0, frames)}
+    if cfg.plot:
+        evaluation.plot_track(out_dir / f"{track.name}_eval.png", signals, sr)
+    if not cfg.eval:
+        return
+    reference = None
+    if cfg.reference:
+        reference = evaluation.find_reference(Path(cfg.reference), track.stems_name)
+        if reference is None and track.stems_name != track.name:
+            reference = evaluation.find_reference(Path(cfg.reference), track.name)
+        if reference is None:
+            log.warning("%s: no true stems under %s/%s; reference metrics skipped", track.name,
+                        cfg.reference, track.stems_name)
+    report = evaluation.evaluate_track(signals, sr, reference, cfg.estoi,
+                                       vocal_gain=w if cfg.blend_mode != "gate" else None)
+    evaluation.write_track_report(out_dir / f"{track.name}_eval.json", report)
+    result.eval_seconds = report["eval_seconds"]
+    result.eval_row = evaluation.report_row(track.name, report)
 
 
 def _readable_original(path, work):
