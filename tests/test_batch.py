@@ -149,15 +149,17 @@ def test_sigkill_then_rerun_leaves_no_partial_outputs(tmp_path):
     assert not list((tmp_path / "out").rglob(".vtrace-work-*"))
 
 
-def test_ctrl_c_exits_130_and_leaves_nothing_half_written(tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_exits_130_and_leaves_nothing_half_written(tmp_path, workers):
     songs, sep = make_songs(tmp_path, [f"s{i}.wav" for i in range(4)], seconds=30.0)
-    cmd = [sys.executable, str(ROOT / "main.py")] + args(tmp_path, songs, sep,
+    cmd = [sys.executable, str(ROOT / "main.py")] + args(tmp_path, songs, sep, "-t", workers,
                                                           "--block-seconds", "0.5")
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
     deadline = time.time() + 60
     while time.time() < deadline and not list((tmp_path / "out").rglob("*vtrace-tmp*")):
         time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert not list((tmp_path / "out").rglob("*vtrace-tmp*"))

@@ -13,6 +13,7 @@ import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
+from audio_utils.audio_io import remove_stale_temps
 from utils.pipeline import TrackResult, process_track
 
 log = logging.getLogger(__name__)
@@ -142,8 +143,11 @@ def _run_pool(tracks, cfg, out_root, progress):
                 progress.track_done(r, 0.0)
     except BaseException:
         for p in list(getattr(pool, "_processes", {}).values()):
-            p.terminate()  # Ctrl-C: stop workers now; their temp files are never renamed
+            p.terminate()  # Ctrl-C: stop workers now; their temp files are never renamed...
         pool.shutdown(wait=True, cancel_futures=True)
+        for i, t in enumerate(tracks):  # ...and are removed here
+            if i not in results:
+                remove_stale_temps(Path(out_root) / t.name)
         raise
     else:
         pool.shutdown(wait=True)

@@ -123,6 +123,9 @@ def process_track(track, cfg, out_root, get_separator=None, progress=None):
     except Exception as exc:  # one bad file never stops the batch
         log.debug("unexpected error on %s", track.path, exc_info=True)
         result.reason = f"internal error: {type(exc).__name__}: {exc}"
+    except BaseException:  # Ctrl-C: whatever was interrupted, no temporary file stays
+        remove_stale_temps(out_dir)
+        raise
     finally:
         result.wall_seconds = time.perf_counter() - t0
     if result.status == "failed":
