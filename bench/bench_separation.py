@@ -85,12 +85,13 @@ def compare(name, mine_cmd, theirs_cmd, repeat):
 
 def workers(model, clips, out, jobs, cores):
     """Separate ``clips`` with ``jobs`` processes of ``cores // jobs`` threads; wall seconds."""
+    repo = None if model == "demucs_unittest" else str(MODELS)  # shipped with demucs
     t0 = time.perf_counter()
     procs = [subprocess.Popen(
-        [sys.executable, "-c", WORKER.format(root=str(ROOT), model=model, repo=str(MODELS),
+        [sys.executable, "-c", WORKER.format(root=str(ROOT), model=model, repo=repo,
                                              thread=max(1, cores // jobs), clips=clips[j::jobs],
                                              out=f"{out}/{j}_")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for j in range(jobs)]
+        stdout=subprocess.DEVNULL) for j in range(jobs)]
     if any(p.wait() for p in procs):
         raise RuntimeError("a worker failed")
     return time.perf_counter() - t0
@@ -160,7 +161,8 @@ def main():
         tmp = Path(tmp)
         if not args.skip_speed:
             clip = make_clip(args, tmp)
-            print(f"clip: {args.seconds:g} s of {args.clip.name if args.clip.exists() else 'noise'}")
+            source = args.clip.name if args.clip.exists() else "noise"
+            print(f"clip: {args.seconds:g} s of {source}")
             for label, model, method in [("(a) htdemucs, add", "htdemucs", "add"),
                                          ("(b) htdemucs_ft bag, minus vs CLI", "htdemucs_ft",
                                           "minus")]:
@@ -177,8 +179,8 @@ def main():
                 sr, rng = 44100, np.random.default_rng(i)
                 sf.write(clips[-1], 0.1 * rng.standard_normal((5 * sr, 2)), sr)
             for model in ("demucs_unittest", "htdemucs"):
-                t1 = min(workers(model, clips, str(tmp / "j"), 1, cores) for _ in range(args.repeat))
-                t2 = min(workers(model, clips, str(tmp / "j"), 2, cores) for _ in range(args.repeat))
+                t1, t2 = (min(workers(model, clips, str(tmp / "j"), jobs, cores)
+                              for _ in range(args.repeat)) for jobs in (1, 2))
                 print(f"(d) 4 x 5 s tracks, {model}: -t 1 {t1:.1f} s, -t 2 {t2:.1f} s, "
                       f"ratio t2/t1 {t2 / t1:.3f}x", flush=True)
         if not args.skip_rss:

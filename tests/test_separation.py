@@ -2,7 +2,6 @@
 
 import logging
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 STEMS = ("vocals.wav", "no_vocals.wav")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 OTHER_METHODS = ("add", "minus")
-# Mix samples kept in memory around the segment being separated (per channel).
+# Seconds of mix kept in memory around the segments being separated (about 21 MB at 44.1 kHz).
 _READ_BLOCK_S = 60.0
 # Shortest mix accepted.  The models themselves run down to ~10 samples (HDemucs' GroupNorm
 # fails below), but a separation of less than 0.1 s is never what a user meant.
@@ -256,7 +256,7 @@ def _load_model(name: str, repo: Optional[Path]):
     except (Exception, SystemExit) as exc:
         if repo is not None:
             raise SeparationError(f"cannot load demucs_model={name} from model_repo={repo}: "
-                                  f"{_one_line(exc)}; check the files or rebuild the repo") from None
+                                  f"{_one_line(exc)}; check or rebuild its files") from None
         import torch
         try:
             from huggingface_hub.constants import HF_HUB_CACHE
