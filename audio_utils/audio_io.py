@@ -81,29 +81,36 @@ class BlockReader:
         self._file = sf.SoundFile(str(self.path))
 
     def read(self, start, stop):
+        """Samples ``[start, stop)`` as float32 ``(channels, n)``.
+
+        The array is a transposed view of the file's interleaved frames (soundfile reads
+        straight into it), so no de-interleaving copy is made; numpy keeps that memory order
+        through the arithmetic and ``BlockWriter`` writes it back without another copy.
+        """
         n = stop - start
-        out = np.zeros((self.file_channels, n), dtype=np.float32)
         a, b = start + self.lag, stop + self.lag
         lo, hi = max(a, 0), min(b, self.frames)
+        inside = lo == a and hi == b
+        frames = (np.empty if inside else np.zeros)((n, self.file_channels), dtype=np.float32)
         if hi > lo:
             try:
                 self._file.seek(lo)
-                data = self._file.read(hi - lo, dtype="float32", always_2d=True)
+                got = self._file.read(hi - lo, dtype="float32", always_2d=True,
+                                      out=frames[lo - a:hi - a]).shape[0]
             except Exception as exc:
                 raise InputError(f"{self.path.name}: read failed at sample {lo} "
                                  f"({_reason(exc)})") from None
-            if data.shape[0] < hi - lo:
+            if got < hi - lo:
                 raise InputError(f"{self.path.name}: truncated: the header promises "
-                                 f"{self.frames} samples but the data ends at "
-                                 f"{lo + data.shape[0]}")
-            if not np.isfinite(data).all():
-                bad = lo + int(np.flatnonzero(~np.isfinite(data).all(axis=1))[0])
+                                 f"{self.frames} samples but the data ends at {lo + got}")
+            part = frames[lo - a:hi - a]
+            if not (np.isfinite(part.max()) and np.isfinite(part.min())):  # NaN propagates
+                bad = lo + int(np.flatnonzero(~np.isfinite(part).all(axis=1))[0])
                 raise InputError(f"{self.path.name}: contains NaN or infinite samples "
                                  f"(first at sample {bad})")
-            out[:, lo - a:hi - a] = data.T
         if self.polarity < 0:
-            np.negative(out, out=out)
-        return match_channels(out, self.channels)
+            np.negative(frames, out=frames)
+        return match_channels(frames.T, self.channels)
 
     def close(self):
         self._file.close()
@@ -157,10 +164,13 @@ class BlockWriter:
             raise
 
     def write(self, block):
-        if not np.isfinite(block).all():
+        """Write float32 ``(channels, n)``; returns its peak (largest absolute sample)."""
+        lo, hi = (float(block.min()), float(block.max())) if block.size else (0.0, 0.0)
+        if not (np.isfinite(lo) and np.isfinite(hi)):  # min/max propagate NaN
             raise OutputError(f"{self.final_path.name}: computed samples are not finite "
                               "(NaN or inf); nothing was written")
         self._file.write(_to_pcm(block, self._file.subtype))
+        return max(hi, -lo)
 
     def commit(self):
         self._file.close()

@@ -99,11 +99,12 @@ def residual(original, instrumental):
 
 
 def voice(residual_vocal, model_vocals, voice_alpha):
-    """``V = va*R + (1-va)*Vm``; with ``va == 1`` this is ``R`` itself (no rounding)."""
+    """``V = va*R + (1-va)*Vm``; with ``va == 1`` this is ``R`` itself (the same array, not a
+    copy: nothing in VTrace modifies arrays in place)."""
     _check_pair(residual_vocal, model_vocals)
     va = float(voice_alpha)
     if va == 1.0:
-        return residual_vocal.copy()
+        return residual_vocal
     return (np.float32(va) * residual_vocal
             + np.float32(1.0 - va) * model_vocals).astype(np.float32, copy=False)
 

@@ -339,7 +339,9 @@ def _render(readers, frames, sr, channels, w, cfg, wav_paths, progress):
         def write(outs):
             for k, y in outs.items():
                 g = gains[k]
-                writers[k].write(y if g == 1.0 else y * np.float32(g))
+                p = writers[k].write(y if g == 1.0 else y * np.float32(g))
+                if measure:
+                    peaks[k] = max(peaks[k], p)
 
         written = None
         try:
@@ -350,13 +352,10 @@ def _render(readers, frames, sr, channels, w, cfg, wav_paths, progress):
                     if i + 1 < len(spans):
                         ahead = compute_pool.submit(_compute, readers, *spans[i + 1], w, cfg,
                                                     sr, shaping)
-                    if measure:
+                    if measure and meters:
                         for k, y in outs.items():
-                            peaks[k] = max(peaks[k], core.peak(y))
-                            if meters:
-                                meters[k].feed(y)
-                        if meters:
-                            meters["original"].feed(o)
+                            meters[k].feed(y)
+                        meters["original"].feed(o)
                     if written is not None:
                         written.result()
                     written = write_pool.submit(write, outs)
