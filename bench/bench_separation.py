@@ -73,11 +73,12 @@ def timed(cmd) -> float:
 
 
 def compare(name, mine_cmd, theirs_cmd, repeat):
-    """Alternate the two commands ``repeat`` times; the best of each is the least disturbed."""
+    """Alternate the two commands ``repeat`` times, swapping which goes first; the best of each
+    is the run least disturbed by other load on the machine."""
     mine, theirs = [], []
-    for _ in range(repeat):
-        theirs.append(timed(theirs_cmd))
-        mine.append(timed(mine_cmd))
+    for i in range(repeat):
+        for cmd, times in [(theirs_cmd, theirs), (mine_cmd, mine)][::1 if i % 2 else -1]:
+            times.append(timed(cmd))
     print(f"{name}: vtrace {min(mine):.1f} s, demucs CLI {min(theirs):.1f} s, "
           f"ratio vtrace/demucs {min(mine) / min(theirs):.3f}x "
           f"(demucs/vtrace {min(theirs) / min(mine):.2f}x)", flush=True)
@@ -147,6 +148,7 @@ def main():
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--skip-jobs", action="store_true")
+    parser.add_argument("--skip-bag", action="store_true", help="skip (b), the slowest part")
     parser.add_argument("--skip-60", action="store_true")
     parser.add_argument("--rss-budget", type=float, default=120.0,
                         help="seconds of separation per memory run (0: run to the end)")
@@ -163,9 +165,9 @@ def main():
             clip = make_clip(args, tmp)
             source = args.clip.name if args.clip.exists() else "noise"
             print(f"clip: {args.seconds:g} s of {source}")
-            for label, model, method in [("(a) htdemucs, add", "htdemucs", "add"),
-                                         ("(b) htdemucs_ft bag, minus vs CLI", "htdemucs_ft",
-                                          "minus")]:
+            cases = [("(a) htdemucs, add", "htdemucs", "add"),
+                     ("(b) htdemucs_ft bag, minus vs CLI", "htdemucs_ft", "minus")]
+            for label, model, method in cases[:1] if args.skip_bag else cases:
                 mine = [sys.executable, "-c", MINE.format(root=str(ROOT), model=model,
                         repo=str(MODELS), method=method, clip=str(clip), out=str(tmp / "v"))]
                 theirs = [sys.executable, "-m", "demucs", "--two-stems", "vocals", "-n", model,
