@@ -95,7 +95,11 @@ class _MixReader:
                            path, info.channels)
         if info.samplerate != samplerate:
             self._tmp = tmp_dir / f".mix_{os.getpid()}.tmp.wav"
-            _resample_file(path, self._tmp, samplerate)
+            try:
+                _resample_file(path, self._tmp, samplerate)
+            except BaseException:
+                self._tmp.unlink(missing_ok=True)
+                raise
             path = self._tmp
         self._file = sf.SoundFile(str(path))
         self.length = self._file.frames
