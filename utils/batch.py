@@ -32,9 +32,9 @@ def _get_separator():
 
         cfg = _state["cfg"]
         _state["separator"] = DemucsSeparator(
-            model=cfg.demucs_model, model_repo=cfg.model_repo, device=cfg.device,
+            demucs_model=cfg.demucs_model, model_repo=cfg.model_repo, device=cfg.device,
             shifts=cfg.shifts, overlap=cfg.overlap, segment=cfg.segment,
-            other_method=cfg.other_method, threads=torch_threads(cfg.thread),
+            other_method=cfg.other_method, thread=torch_threads(cfg.thread),
             progress=_state.get("progress"))
     return _state["separator"]
 

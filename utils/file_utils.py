@@ -93,10 +93,15 @@ def collect_inputs(paths, recursive=False, exclude=()):
     return tracks
 
 
+def model_folder(model):
+    """The folder Demucs names after a model (``hf://org/name`` becomes ``org_name``)."""
+    return model.replace("hf://", "").replace("/", "_")
+
+
 def stem_paths(separated_dir, model, track):
     """``(vocals, no_vocals)`` paths of a track's stems if both exist (any audio extension,
     WAV first), else None."""
-    folder = Path(separated_dir) / model / track
+    folder = stems_folder(separated_dir, model, track)
     out = []
     for stem in STEM_NAMES:
         for ext in (".wav", ".flac", ".mp3", ".ogg", ".aiff", ".aif"):
@@ -110,7 +115,7 @@ def stem_paths(separated_dir, model, track):
 
 
 def stems_folder(separated_dir, model, track):
-    return Path(separated_dir) / model / track
+    return Path(separated_dir) / model_folder(model) / track
 
 
 def file_identity(path):

@@ -23,6 +23,8 @@ from typing import Callable, Optional
 import numpy as np
 import soundfile as sf
 
+from audio_utils.audio_io import resample_file
+from audio_utils.matching import match_channels
 from utils.errors import (ConfigError, InputError, OutputError, SeparationError, UsageError,
                           VTraceError)
 
@@ -69,18 +71,6 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def _to_stereo(x: np.ndarray) -> np.ndarray:
-    """(channels, n) float32 -> (2, n): mono duplicated, 5.1 ITU downmix, others averaged."""
-    if x.shape[0] == 2:
-        return x
-    if x.shape[0] == 6:  # L R C LFE Ls Rs (WAV order); LFE dropped as in ITU-R BS.775
-        g = np.float32(math.sqrt(0.5))
-        left = x[0] + g * x[2] + g * x[4]
-        right = x[1] + g * x[2] + g * x[5]
-        return np.stack([left, right]) / np.float32(1 + 2 * g)
-    return np.repeat(x.mean(axis=0, keepdims=True), 2, axis=0)
-
-
 class _MixReader:
     """Random access to a mix file as stereo float32 at the model's rate, zero outside it."""
 
@@ -96,7 +86,7 @@ class _MixReader:
         if info.samplerate != samplerate:
             self._tmp = tmp_dir / f".mix_{os.getpid()}.tmp.wav"
             try:
-                _resample_file(path, self._tmp, samplerate)
+                resample_file(path, self._tmp, samplerate)
             except BaseException:
                 self._tmp.unlink(missing_ok=True)
                 raise
@@ -129,21 +119,10 @@ class _MixReader:
             self._file.seek(first)
             data = self._file.read(max(hi, first + self._block) - first, dtype="float32",
                                    always_2d=True)
-            self._cache_start, self._cache = first, _to_stereo(data.T)
+            self._cache_start, self._cache = first, match_channels(np.ascontiguousarray(data.T), 2)
         a = lo - self._cache_start
         out[:, lo - start:hi - start] = self._cache[:, a:a + hi - lo]
         return out
-
-
-def _resample_file(src: Path, dst: Path, samplerate: int):
-    """Resample ``src`` to a float32 WAV ``dst`` block by block (memory stays flat)."""
-    import soxr
-    with sf.SoundFile(str(src)) as fin:
-        stream = soxr.ResampleStream(fin.samplerate, samplerate, fin.channels, dtype="float32")
-        with sf.SoundFile(str(dst), "w", samplerate, fin.channels, "FLOAT", format="WAV") as fout:
-            for block in fin.blocks(blocksize=1 << 18, dtype="float32", always_2d=True):
-                fout.write(stream.resample_chunk(block))
-            fout.write(stream.resample_chunk(np.zeros((0, fin.channels), np.float32), last=True))
 
 
 def _norm_stats(reader: _MixReader):
