@@ -14,6 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 from audio_utils.audio_io import remove_stale_temps
+from utils.errors import UsageError
 from utils.pipeline import TrackResult, process_track
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,8 @@ class Progress:
 
     def __init__(self, total_tracks, total_seconds, quiet):
         self.n_tracks, self.done = total_tracks, 0
-        self.bar = None
+        self.bar = self.sep_bar = None
+        self.sep_quarter = 0
         self.quiet = quiet
         if not quiet and sys.stderr.isatty():
             from tqdm import tqdm
@@ -65,6 +67,30 @@ class Progress:
                             desc="VTrace", file=sys.stderr, dynamic_ncols=True,
                             bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} s audio "
                                        "[{elapsed}<{remaining}]")
+
+    def separation(self, done, total):
+        """Progress of the running separation, in audio-seconds (a second bar, or a log line
+        at each quarter)."""
+        if self.quiet:
+            return
+        if self.bar is not None:
+            if self.sep_bar is None:
+                from tqdm import tqdm
+
+                self.sep_bar = tqdm(total=round(total, 1), unit="s audio", desc="separating",
+                                    file=sys.stderr, position=1, leave=False,
+                                    dynamic_ncols=True,
+                                    bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio "
+                                               "[{elapsed}<{remaining}]")
+            self.sep_bar.update(done - self.sep_bar.n)
+            if done >= total:
+                self.sep_bar.close()
+                self.sep_bar = None
+        else:
+            quarter = int(4 * done / total) if total else 4
+            if quarter > self.sep_quarter or done >= total:
+                self.sep_quarter = 0 if done >= total else quarter
+                log.info("separating: %.0f/%.0f s of audio", done, total)
 
     def audio(self, seconds):
         if self.bar is not None:
@@ -83,8 +109,9 @@ class Progress:
                      result.name, result.status, result.audio_seconds, result.wall_seconds)
 
     def close(self):
-        if self.bar is not None:
-            self.bar.close()
+        for bar in (self.sep_bar, self.bar):
+            if bar is not None:
+                bar.close()
 
 
 def run_batch(tracks, cfg, out_root, total_seconds=0.0):
@@ -103,6 +130,9 @@ def _run_here(tracks, cfg, out_root, progress):
     if _state.get("separator") is not None and _state.get("cfg_key") != _cfg_key(cfg):
         _state["separator"] = None
     _state["cfg_key"] = _cfg_key(cfg)
+    _state["progress"] = progress.separation
+    if _state["separator"] is not None:
+        _state["separator"].progress = progress.separation
     results = []
     for track in tracks:
         counted = [0.0]
@@ -136,6 +166,8 @@ def _run_pool(tracks, cfg, out_root, progress):
                 i = futures[f]
                 try:
                     r = f.result()
+                except UsageError:
+                    raise
                 except Exception as exc:  # a worker died (killed, out of memory)
                     r = TrackResult(tracks[i].name, str(tracks[i].path), "failed",
                                     f"worker process died: {type(exc).__name__}: {exc}")

@@ -24,7 +24,7 @@ from audio_utils.audio_io import (WORK_PREFIX, BlockReader, BlockWriter, audio_i
                                   remove_stale_temps, resample_file, write_text_atomic)
 from audio_utils.matching import target_channels
 from processors import vtrace_core as core
-from utils.errors import InputError, SeparationError, VTraceError
+from utils.errors import InputError, SeparationError, UsageError, VTraceError
 from utils.file_utils import file_identity, stem_paths, stems_folder
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,8 @@ def process_track(track, cfg, out_root, get_separator=None, progress=None):
         with tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=out_dir) as work:
             _run(track, cfg, out_dir, Path(work), get_separator, progress, result)
         result.status = "ok"
+    except UsageError:  # a wrong option (unknown model, segment too long) ends the whole run
+        raise
     except VTraceError as exc:
         result.reason = str(exc)
     except MemoryError:
@@ -167,7 +169,7 @@ def _run(track, cfg, out_dir, work, get_separator, progress, result):
     try:
         t = time.perf_counter()
         offset = alignment.Offset(0, 1, 0.0)
-        if cfg.align:
+        if cfg.align and not created:  # stems separated here are sample-aligned already
             offset = _estimate(readers, frames, sr)
             if offset.confidence < alignment.MIN_CONFIDENCE:
                 log.warning("%s: stems do not correlate with the original (confidence %.2f); "
@@ -225,7 +227,8 @@ def _run(track, cfg, out_dir, work, get_separator, progress, result):
         "samplerate": sr, "channels": channels, "frames": frames, "seconds": frames / sr,
         "blend_weight": w, "vocal_gain_db": _db(w),
         "offset": {"lag_samples": offset.lag, "polarity": offset.polarity,
-                   "confidence": round(offset.confidence, 4), "applied": bool(cfg.align)},
+                   "confidence": round(offset.confidence, 4),
+                   "applied": bool(cfg.align and not created)},
         "gain": gains, "peaks_before_gain": peaks, "loudness": loudness,
         "files": files,
         "meta": dict(track.meta),

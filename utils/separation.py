@@ -216,6 +216,11 @@ def _one_line(exc: BaseException) -> str:
 
 def _load_model(name: str, repo: Optional[Path]):
     """demucs' get_model with its failures (sys.exit, tracebacks) turned into one-line errors."""
+    online = repo is not None or _network_reachable()
+    if not online:
+        # Before huggingface_hub is imported: use its cache only, instead of ~25 s of retries.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")  # its retry chatter is not for users
     from demucs.pretrained import REMOTE_ROOT, _parse_remote_files, get_model
     fix = f"or pass --model-repo DIR holding {name}.yaml and/or its .th files"
     if repo is not None:
@@ -245,11 +250,23 @@ def _load_model(name: str, repo: Optional[Path]):
             from huggingface_hub.constants import HF_HUB_CACHE
         except ImportError:
             HF_HUB_CACHE = "~/.cache/huggingface/hub"
+        why = ("there is no network to download it" if not online
+               else f"downloading failed ({_one_line(exc)})")
         raise SeparationError(
             f"cannot load demucs_model={name}: not in the Hugging Face cache "
-            f"({HF_HUB_CACHE}) nor the torch hub cache ({torch.hub.get_dir()}) and "
-            f"downloading failed ({_one_line(exc)}); run once with network access, {fix}"
-        ) from None
+            f"({HF_HUB_CACHE}) nor the torch hub cache ({torch.hub.get_dir()}) and {why}; "
+            f"run once with network access, {fix}") from None
+
+
+def _network_reachable(host="huggingface.co", port=443, timeout=3.0):
+    """Whether the model host answers at all (a failed name lookup answers at once)."""
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def _max_segment(model) -> float:
@@ -289,16 +306,23 @@ class DemucsSeparator:
         self.segment, self.other_method, self.thread = segment, other_method, thread
         self.progress = progress
         self._model = None
+        self._load_error = None
         self._checked = False
 
     @property
     def model(self):
         """The loaded demucs model or bag (loads it on first access)."""
         if self._model is None:
+            if self._load_error is not None:  # fail every later track at once, not after
+                raise self._load_error        # another round of download retries
             if self.thread:
                 import torch
                 torch.set_num_threads(self.thread)
-            self._model = _load_model(self.demucs_model, self.model_repo)
+            try:
+                self._model = _load_model(self.demucs_model, self.model_repo)
+            except VTraceError as exc:
+                self._load_error = exc
+                raise
         return self._model
 
     @property

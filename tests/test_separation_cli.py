@@ -1,0 +1,119 @@
+"""The whole CLI with a real Demucs model that needs no download (demucs_unittest)."""
+
+import json
+import sys
+
+import numpy as np
+
+from main import main
+from tests.conftest import SR, read, tone_mix, write
+
+
+def _args(tmp_path, *extra):
+    return ["-i", str(tmp_path / "songs"), "--demucs-model", "demucs_unittest",
+            "--separated-dir", str(tmp_path / "sep"), "-o", str(tmp_path / "out"), "--quiet",
+            "--log-dir", str(tmp_path / "logs"), "--device", "cpu"] + list(extra)
+
+
+def test_separates_writes_layout_and_reuses_it(tmp_path, capsys, monkeypatch):
+    vocals, inst = tone_mix(seconds=2.0)
+    write(tmp_path / "songs" / "stereo.wav", vocals + inst, subtype="PCM_16")
+    write(tmp_path / "songs" / "mono.flac", (vocals + inst)[:1] * 0.5, sr=32000,
+          subtype="PCM_16")
+    assert main(_args(tmp_path)) == 0
+    for name, channels, sr in (("stereo", 2, SR), ("mono", 1, 32000)):
+        stems = tmp_path / "sep" / "demucs_unittest" / name
+        assert (stems / "vocals.wav").is_file() and (stems / "no_vocals.wav").is_file()
+        original, _ = read(tmp_path / "songs" / f"{name}.{'wav' if channels == 2 else 'flac'}")
+        for k in ("blended", "vocal_residual", "phase_cancel"):
+            x, rate = read(tmp_path / "out" / name / f"{name}_{k}.wav")
+            assert rate == sr and x.shape == original.shape  # input's length, rate, channels
+        manifest = json.loads((tmp_path / "out" / name / f"{name}_vtrace.json").read_text())
+        assert manifest["stems"]["created_by_this_run"] is True
+
+    # a second run finds the stems and never loads the model
+    import utils.separation as separation
+
+    def boom(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(separation, "_load_model", boom)
+    assert main(_args(tmp_path, "-ba", "0.5")) == 0
+    assert "2 ok" in capsys.readouterr().out
+
+
+def test_cleanup_removes_only_what_this_run_created(tmp_path):
+    vocals, inst = tone_mix(seconds=1.0)
+    write(tmp_path / "songs" / "new.wav", vocals + inst)
+    write(tmp_path / "songs" / "old.wav", vocals + inst)
+    keep = tmp_path / "sep" / "demucs_unittest" / "old"
+    write(keep / "vocals.wav", vocals)
+    write(keep / "no_vocals.wav", inst)
+    assert main(_args(tmp_path, "--cleanup")) == 0
+    assert not (tmp_path / "sep" / "demucs_unittest" / "new").exists()
+    assert (keep / "vocals.wav").is_file() and (keep / "no_vocals.wav").is_file()
+    assert (tmp_path / "out" / "new" / "new_blended.wav").is_file()
+
+
+def test_force_separates_again(tmp_path):
+    vocals, inst = tone_mix(seconds=1.0)
+    write(tmp_path / "songs" / "s.wav", vocals + inst)
+    stems = tmp_path / "sep" / "demucs_unittest" / "s"
+    write(stems / "vocals.wav", np.zeros_like(vocals))
+    write(stems / "no_vocals.wav", np.zeros_like(inst))
+    assert main(_args(tmp_path)) == 0
+    assert not read(stems / "vocals.wav")[0].any()  # reused as they were
+    assert main(_args(tmp_path, "--force", "--other-method", "minus")) == 0
+    v, sr = read(stems / "vocals.wav")
+    n, _ = read(stems / "no_vocals.wav")
+    assert sr == SR and v.any()
+    np.testing.assert_allclose(v + n, vocals + inst, atol=1e-5)  # minus: no_vocals = mix - v
+
+
+def test_unknown_model_is_a_usage_error(tmp_path, capsys):
+    vocals, inst = tone_mix(seconds=1.0)
+    write(tmp_path / "songs" / "s.wav", vocals + inst)
+    args = _args(tmp_path)
+    args[args.index("demucs_unittest")] = "no_such_model"
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "no_such_model" in err and "--model-repo" in err and "Traceback" not in err
+
+
+def test_too_short_input_fails_that_track(tmp_path, capsys):
+    vocals, inst = tone_mix(seconds=1.0)
+    write(tmp_path / "songs" / "ok.wav", vocals + inst)
+    write(tmp_path / "songs" / "blip.wav", (vocals + inst)[:, :100])
+    assert main(_args(tmp_path)) == 1
+    out = capsys.readouterr().out
+    assert "blip" in out and "at least" in out and "1 ok" in out
+
+
+def test_stems_only_run_never_imports_torch(tmp_path):
+    import subprocess
+
+    vocals, inst = tone_mix(seconds=1.0)
+    write(tmp_path / "songs" / "s.wav", vocals + inst)
+    write(tmp_path / "sep" / "demucs_unittest" / "s" / "vocals.wav", vocals)
+    write(tmp_path / "sep" / "demucs_unittest" / "s" / "no_vocals.wav", inst)
+    code = ("import sys; from main import main; rc = main(sys.argv[1:]); "
+            "sys.exit(rc if 'torch' not in sys.modules else 99)")
+    r = subprocess.run([sys.executable, "-c", code] + _args(tmp_path), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def test_no_network_and_no_cache_is_one_plain_line(tmp_path, capsys, monkeypatch):
+    import utils.separation as separation
+
+    monkeypatch.setattr(separation, "_network_reachable", lambda *a, **k: False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_hf_cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+    vocals, inst = tone_mix(seconds=1.0)
+    write(tmp_path / "songs" / "s.wav", vocals + inst)
+    args = _args(tmp_path)
+    args[args.index("demucs_unittest")] = "htdemucs"
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    line = [x for x in out.splitlines() if x.startswith("s ")][0]
+    assert "no network" in line and "htdemucs" in line and "--model-repo" in line
