@@ -126,7 +126,7 @@ class Config:
                          choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     log_dir: str = opt("logs", "run", "folder for the per-run DEBUG log files")
     quiet: bool = opt(False, "run", "only warnings and errors on the console, no progress bars")
-    block_seconds: float = opt(10.0, "run", "post-processing block length (memory vs speed)",
+    block_seconds: float = opt(2.0, "run", "post-processing block length (memory vs speed)",
                                lo=0.5, hi=600)
 
     def validate(self, source="command line"):
@@ -216,7 +216,8 @@ def load_yaml(path):
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"),
+                         Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except FileNotFoundError:
         raise ConfigError(f"config={path}: file not found; pass an existing file with "
                           "--config or create config.yaml") from None

@@ -157,9 +157,12 @@ def test_unknown_names_and_repos_are_one_line_usage_errors(tmp_path, repo):
 def test_download_failure_names_model_caches_and_fix(monkeypatch):
     import demucs.pretrained
 
+    import utils.separation as separation
+
     def offline(name, repo=None):
         raise OSError("<urlopen error [Errno -2] Name or service not known>\nmore")
     monkeypatch.setattr(demucs.pretrained, "get_model", offline)
+    monkeypatch.setattr(separation, "_network_reachable", lambda *a, **k: True)
     with pytest.raises(SeparationError) as err:
         DemucsSeparator("htdemucs_ft").check_options()
     text = str(err.value)

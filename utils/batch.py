@@ -14,7 +14,6 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 from audio_utils.audio_io import remove_stale_temps
-from utils.errors import UsageError
 from utils.pipeline import TrackResult, process_track
 
 log = logging.getLogger(__name__)
@@ -166,8 +165,6 @@ def _run_pool(tracks, cfg, out_root, progress):
                 i = futures[f]
                 try:
                     r = f.result()
-                except UsageError:
-                    raise
                 except Exception as exc:  # a worker died (killed, out of memory)
                     r = TrackResult(tracks[i].name, str(tracks[i].path), "failed",
                                     f"worker process died: {type(exc).__name__}: {exc}")

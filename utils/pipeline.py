@@ -24,7 +24,7 @@ from audio_utils.audio_io import (WORK_PREFIX, BlockReader, BlockWriter, audio_i
                                   remove_stale_temps, resample_file, write_text_atomic)
 from audio_utils.matching import target_channels
 from processors import vtrace_core as core
-from utils.errors import InputError, SeparationError, UsageError, VTraceError
+from utils.errors import InputError, SeparationError, VTraceError
 from utils.file_utils import file_identity, stem_paths, stems_folder
 
 log = logging.getLogger(__name__)
@@ -114,8 +114,6 @@ def process_track(track, cfg, out_root, get_separator=None, progress=None):
         with tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=out_dir) as work:
             _run(track, cfg, out_dir, Path(work), get_separator, progress, result)
         result.status = "ok"
-    except UsageError:  # a wrong option (unknown model, segment too long) ends the whole run
-        raise
     except VTraceError as exc:
         result.reason = str(exc)
     except MemoryError:
@@ -334,21 +332,21 @@ def _render(readers, frames, sr, channels, w, cfg, wav_paths, progress):
     spans = [(a, min(frames, a + block)) for a in range(0, frames, block)]
 
     def pass_(gains, measure):
-        """One pass over the track as a three-stage pipeline: a thread reads and computes
-        block k+1 while this thread measures block k and another converts and writes block
-        k-1. Reading, numpy and libsndfile release the GIL, so the stages overlap."""
+        """One pass over the track as a pipeline: a thread reads and computes block k+1 while
+        one thread per output converts and writes block k. Reading, numpy and libsndfile
+        release the GIL, so the stages run in parallel."""
         writers = {k: BlockWriter(p, sr, channels, cfg.wav_format) for k, p in wav_paths.items()}
 
-        def write(outs):
-            for k, y in outs.items():
-                g = gains[k]
-                p = writers[k].write(y if g == 1.0 else y * np.float32(g))
-                if measure:
-                    peaks[k] = max(peaks[k], p)
+        def write(k, y):
+            g = gains[k]
+            p = writers[k].write(y if g == 1.0 else y * np.float32(g))
+            if measure:
+                peaks[k] = max(peaks[k], p)
 
-        written = None
+        written = []
         try:
-            with ThreadPoolExecutor(1) as compute_pool, ThreadPoolExecutor(1) as write_pool:
+            with ThreadPoolExecutor(1) as compute_pool, \
+                    ThreadPoolExecutor(1) as write_pool:
                 ahead = compute_pool.submit(_compute, readers, *spans[0], w, cfg, sr, shaping)
                 for i, (start, stop) in enumerate(spans):
                     o, outs = ahead.result()
@@ -359,12 +357,13 @@ def _render(readers, frames, sr, channels, w, cfg, wav_paths, progress):
                         for k, y in outs.items():
                             meters[k].feed(y)
                         meters["original"].feed(o)
-                    if written is not None:
-                        written.result()
-                    written = write_pool.submit(write, outs)
+                    for f in written:  # each file's blocks stay in order
+                        f.result()
+                    written = [write_pool.submit(write, k, y) for k, y in outs.items()]
                     if progress and measure:
                         progress((stop - start) / sr)
-                written.result()
+                for f in written:
+                    f.result()
         except BaseException:
             for wr in writers.values():
                 wr.discard()
