@@ -1,16 +1,20 @@
 """Running a batch of tracks: in-process or in worker processes, with progress and a summary.
 
 Every track ends in a TrackResult (ok, skipped or failed with a reason); one bad file never
-stops the batch. With ``thread`` N > 1, N spawned worker processes each load the separation
-model once and reuse it; torch gets ``max(1, cores // N)`` threads per worker.
+stops the batch. With ``thread`` N > 1, this process and N-1 spawned worker processes take
+tracks from one queue; each loads the separation model once and reuses it, with
+``max(1, cores // N)`` torch threads.
 """
 
 import logging
 import logging.handlers
 import multiprocessing as mp
 import os
+import signal
 import sys
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+import threading
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from audio_utils.audio_io import remove_stale_temps
@@ -114,17 +118,20 @@ class Progress:
 
 
 def run_batch(tracks, cfg, out_root, total_seconds=0.0):
-    """Process every TrackInput; returns their TrackResults in input order."""
+    """Process every TrackInput; returns their TrackResults in input order.
+
+    With ``thread`` N > 1 this process works as one of the N workers and N-1 spawned worker
+    processes take the other tracks from the same queue: one process start less than N new
+    workers, which matters when tracks are short.
+    """
     progress = Progress(len(tracks), total_seconds, cfg.quiet)
     try:
-        if cfg.thread <= 1 or len(tracks) <= 1:
-            return _run_here(tracks, cfg, out_root, progress)
-        return _run_pool(tracks, cfg, out_root, progress)
+        return _run(tracks, cfg, out_root, progress)
     finally:
         progress.close()
 
 
-def _run_here(tracks, cfg, out_root, progress):
+def _prepare_here(cfg, progress):
     _state["cfg"] = cfg
     if _state.get("separator") is not None and _state.get("cfg_key") != _cfg_key(cfg):
         _state["separator"] = None
@@ -132,56 +139,100 @@ def _run_here(tracks, cfg, out_root, progress):
     _state["progress"] = progress.separation
     if _state["separator"] is not None:
         _state["separator"].progress = progress.separation
-    results = []
-    for track in tracks:
-        counted = [0.0]
-
-        def on_audio(seconds, counted=counted):
-            counted[0] += seconds
-            progress.audio(seconds)
-
-        r = process_track(track, cfg, out_root, _get_separator, on_audio)
-        progress.track_done(r, counted[0])
-        results.append(r)
-    return results
 
 
-def _run_pool(tracks, cfg, out_root, progress):
-    workers = min(cfg.thread, len(tracks))
-    ctx = mp.get_context("spawn")
-    log_queue = ctx.Queue()
-    listener = logging.handlers.QueueListener(log_queue, *logging.getLogger().handlers,
-                                              respect_handler_level=True)
-    listener.start()
+def _run(tracks, cfg, out_root, progress):
+    _prepare_here(cfg, progress)
+    queue = deque(enumerate(tracks))
+    lock = threading.Condition()
     results = {}
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                               initargs=(cfg, log_queue, logging.DEBUG))
+    helpers = min(cfg.thread, len(tracks)) - 1
+    pool = listener = None
+
+    def take():
+        with lock:
+            return queue.popleft() if queue else None
+
+    def record(i, r, counted):
+        with lock:
+            results[i] = r
+            lock.notify_all()
+        progress.track_done(r, counted)
+
+    def submit_next():
+        item = take()
+        if item is None:
+            return
+        try:
+            future = pool.submit(_work, item[1], out_root)
+        except Exception:  # the pool broke (a worker was killed): this process takes it
+            with lock:
+                queue.appendleft(item)
+            return
+        future.add_done_callback(lambda f, item=item: helper_done(item, f))
+
+    def helper_done(item, future):
+        if future.cancelled():
+            return
+        try:
+            r = future.result()
+        except Exception as exc:  # a worker died (killed, out of memory)
+            i, t = item
+            r = TrackResult(t.name, str(t.path), "failed",
+                            f"worker process died: {type(exc).__name__}: {exc}")
+        record(item[0], r, 0.0)
+        submit_next()
+
     try:
-        futures = {pool.submit(_work, t, out_root): i for i, t in enumerate(tracks)}
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for f in done:
-                i = futures[f]
-                try:
-                    r = f.result()
-                except Exception as exc:  # a worker died (killed, out of memory)
-                    r = TrackResult(tracks[i].name, str(tracks[i].path), "failed",
-                                    f"worker process died: {type(exc).__name__}: {exc}")
-                results[i] = r
-                progress.track_done(r, 0.0)
+        if helpers > 0:
+            ctx = mp.get_context("spawn")
+            log_queue = ctx.Queue()
+            listener = logging.handlers.QueueListener(
+                log_queue, *logging.getLogger().handlers, respect_handler_level=True)
+            listener.start()
+            pool = ProcessPoolExecutor(max_workers=helpers, mp_context=ctx,
+                                       initializer=_init_worker,
+                                       initargs=(cfg, log_queue, logging.DEBUG))
+            # Workers start with Ctrl-C ignored (an ignored signal stays ignored across exec):
+            # this process handles it, stops them and removes their temporary files.
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                for _ in range(helpers):
+                    submit_next()
+            finally:
+                signal.signal(signal.SIGINT, previous)
+        while True:
+            item = take()
+            if item is not None:
+                i, track = item
+                counted = [0.0]
+
+                def on_audio(seconds, counted=counted):
+                    counted[0] += seconds
+                    progress.audio(seconds)
+
+                record(i, process_track(track, cfg, out_root, _get_separator, on_audio),
+                       counted[0])
+                continue
+            with lock:
+                if len(results) == len(tracks):
+                    break
+                lock.wait(0.2)
     except BaseException:
-        for p in list(getattr(pool, "_processes", {}).values()):
-            p.terminate()  # Ctrl-C: stop workers now; their temp files are never renamed...
-        pool.shutdown(wait=True, cancel_futures=True)
-        for i, t in enumerate(tracks):  # ...and are removed here
-            if i not in results:
-                remove_stale_temps(Path(out_root) / t.name)
+        if pool is not None:
+            for p in list(getattr(pool, "_processes", {}).values()):
+                p.terminate()  # Ctrl-C: stop workers now; their temp files are never renamed...
+            pool.shutdown(wait=True, cancel_futures=True)
+            for i, t in enumerate(tracks):  # ...and are removed here
+                if i not in results:
+                    remove_stale_temps(Path(out_root) / t.name)
         raise
     else:
-        pool.shutdown(wait=True)
+        if pool is not None:
+            pool.shutdown(wait=True)
     finally:
-        listener.stop()
+        if listener is not None:
+            listener.stop()
     return [results[i] for i in range(len(tracks))]
 
 
