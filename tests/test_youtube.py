@@ -272,3 +272,28 @@ def test_real_youtube_video(tmp_path):
     assert isinstance(r, LinkResult) and r.ok, r.error
     assert r.video_id == "jNQXAC9IVRw" and r.track_name.endswith("[jNQXAC9IVRw]")
     assert 15 < sf.info(r.path).duration < 25
+
+
+def test_links_through_the_cli_mix_with_files_and_fail_alone(site, tmp_path, capsys):
+    """-l next to -i: the page's audio becomes a track with a safe name and its title in the
+    manifest; a 404 link fails on its own line; exit code 1."""
+    from main import main
+
+    base, _ = site
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    sf.write(songs / "local.wav", 0.3 * _tone(1.0, 220), SR)
+    rc = main(["-i", str(songs), "-l", f"{base}/page.html", f"{base}/missing.wav",
+               "--download-dir", str(tmp_path / "dl"), "--demucs-model", "demucs_unittest",
+               "--separated-dir", str(tmp_path / "sep"), "-o", str(tmp_path / "out"),
+               "--log-dir", str(tmp_path / "logs"), "--quiet", "--device", "cpu"])
+    assert rc == 1
+    out = capsys.readouterr().out
+    assert "2 ok" in out and "1 failed" in out and "404" in out
+    manifests = list((tmp_path / "out").glob("*/*_vtrace.json"))
+    titled = [json.loads(m.read_text()) for m in manifests]
+    page = [m for m in titled if m["meta"].get("title", "").startswith(HOSTILE)]
+    assert len(page) == 1 and page[0]["meta"]["url"].endswith("page.html")
+    for p in (tmp_path / "out").rglob("*"):
+        assert p.resolve().is_relative_to((tmp_path / "out").resolve())
+        assert ".." not in p.name and "/" not in p.name
