@@ -89,7 +89,8 @@ class Config:
                               lo=0, lo_open=True, typ=float, nullable=True)
     residual_lpf: float = opt(None, "blend", "low-pass the residual vocal at this frequency (Hz)",
                               lo=0, lo_open=True, typ=float, nullable=True)
-    filter_order: int = opt(4, "blend", "Butterworth order of the residual filters", lo=1, hi=16)
+    filter_order: int = opt(2, "blend", "Butterworth order per pass of the residual filters "
+                            "(zero-phase: 12 dB/octave per order)", lo=1, hi=16)
     gate_threshold_db: float = opt(None, "blend", "noise gate on the residual vocal: threshold "
                                    "(dBFS; off when unset)", hi=0, typ=float, nullable=True)
     gate_attack_ms: float = opt(5.0, "blend", "residual gate attack (ms)", lo=0)
