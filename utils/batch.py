@@ -229,6 +229,10 @@ def _run(tracks, cfg, out_root, progress):
         raise
     else:
         if pool is not None:
+            # Every result is in and the helpers are idle: ending them now spares the second
+            # or so a process with torch loaded takes to shut down by itself.
+            for p in list(getattr(pool, "_processes", {}).values()):
+                p.terminate()
             pool.shutdown(wait=True)
     finally:
         if listener is not None:
