@@ -57,7 +57,8 @@ class Config:
                           "(like demucs --repo); no download", typ=str, nullable=True)
     device: str = opt("auto", "separation", "where Demucs runs (auto: cuda, then mps, then cpu)",
                       choices=DEVICES)
-    shifts: int = opt(1, "separation", "Demucs random shifts (more = better, slower)", lo=1)
+    shifts: int = opt(1, "separation", "Demucs random shifts (more = better, slower; 0 = none)",
+                      lo=0)
     overlap: float = opt(0.25, "separation", "Demucs overlap between segments", lo=0, hi=0.99)
     segment: float = opt(None, "separation", "Demucs segment length in seconds (default: the "
                          "model's)", lo=0, lo_open=True, typ=float, nullable=True)

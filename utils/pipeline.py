@@ -1,9 +1,9 @@
 """One track from input file to finished outputs.
 
-Reads the original and the stems in blocks (memory does not grow with track length), applies
-the timing correction while reading, computes the three outputs with ``processors.vtrace_core``
-and writes them under temporary names; renames them when every block was finite and the one
-common gain is known; writes the manifest last.
+Decodes the original if soundfile cannot read it, finds or makes its stems, resamples them to
+the original's rate, estimates their offset and polarity, has ``utils.render`` write the three
+outputs (temporary names, renamed when complete), then MP3 copies and evaluation when asked,
+and the manifest last. Every track ends in a TrackResult; an error fails only its track.
 """
 
 import json
@@ -13,25 +13,23 @@ import platform
 import shutil
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from audio_utils import alignment
-from audio_utils.audio_io import (WORK_PREFIX, BlockReader, BlockWriter, audio_info,
+from audio_utils.audio_io import (WORK_PREFIX, BlockReader, audio_info,
                                   remove_stale_temps, resample_file, write_text_atomic)
 from audio_utils.matching import target_channels
 from processors import vtrace_core as core
 from utils.errors import InputError, SeparationError, VTraceError
 from utils.file_utils import file_identity, stem_paths, stems_folder
+from utils.render import OUTPUTS, compute, render, shaping
 
 log = logging.getLogger(__name__)
 
-OUTPUTS = ("blended", "vocal_residual", "phase_cancel")
 MAX_LAG_SECONDS = 1.5  # the issue asks for at least +-1 s; 1 s exactly must be inside the range
-PEAK_TARGET = 10 ** (-1.0 / 20)  # --normalize peak: -1 dBFS
 
 # Config keys whose values change the outputs: a manifest with other values is recomputed.
 PARAM_KEYS = ("demucs_model", "model_repo", "shifts", "overlap", "segment", "other_method",
@@ -188,7 +186,7 @@ def _run(track, cfg, out_dir, work, get_separator, progress, result):
         t = time.perf_counter()
         wav_dir = work if (cfg.convert_to_mp3 and cfg.mp3_only) else out_dir
         wav_paths = output_paths(wav_dir, track.name)
-        gains, peaks, loudness = _render(readers, frames, sr, channels, w, cfg, wav_paths,
+        gains, peaks, loudness = render(readers, frames, sr, channels, w, cfg, wav_paths,
                                          progress)
         timings["render_s"] = time.perf_counter() - t
         if cfg.eval or cfg.plot:
@@ -244,7 +242,7 @@ def _evaluate(track, cfg, readers, frames, sr, w, gains, out_dir, result):
     recomputed for the whole track with the same gains, next to the outputs."""
     from utils import evaluation
 
-    o, outs = _compute(readers, 0, frames, w, cfg, sr, _shaping(cfg, sr))
+    o, outs = compute(readers, 0, frames, w, cfg, sr, shaping(cfg, sr))
     signals = {"original": o,
                "blended": outs["blended"] * np.float32(gains["blended"]),
                "voice": outs["vocal_residual"] * np.float32(gains["vocal_residual"]),
@@ -311,156 +309,6 @@ def _estimate(readers, frames, sr):
     sig = inst.read(start - max_lag, stop + max_lag)
     sig += voc.read(start - max_lag, stop + max_lag)
     return alignment.estimate_offset(ref, sig, max_lag)
-
-
-def _render(readers, frames, sr, channels, w, cfg, wav_paths, progress):
-    """Compute and write the three outputs; returns ``(gains, peaks, loudness)`` per output.
-
-    Pass 1 writes at unity gain while measuring peaks (and loudness with --match-loudness).
-    Only if a gain is needed (a peak over full scale, --normalize peak, a loudness match) is a
-    second pass made with the gains, so the usual case reads and computes every block once.
-    """
-    block = max(1, int(cfg.block_seconds * sr))
-    shaping = _shaping(cfg, sr)
-    peaks = dict.fromkeys(OUTPUTS, 0.0)
-    meters = {}
-    if cfg.match_loudness:
-        from audio_utils.loudness import LoudnessMeter
-
-        meters = {k: LoudnessMeter(sr, channels) for k in ("original",) + OUTPUTS}
-
-    spans = [(a, min(frames, a + block)) for a in range(0, frames, block)]
-
-    def pass_(gains, measure):
-        """One pass over the track as a pipeline: a thread reads and computes block k+1 while
-        one thread per output converts and writes block k. Reading, numpy and libsndfile
-        release the GIL, so the stages run in parallel."""
-        writers = {k: BlockWriter(p, sr, channels, cfg.wav_format) for k, p in wav_paths.items()}
-
-        def write(k, y):
-            g = gains[k]
-            p = writers[k].write(y if g == 1.0 else y * np.float32(g))
-            if measure:
-                peaks[k] = max(peaks[k], p)
-
-        written = []
-        try:
-            with ThreadPoolExecutor(1) as compute_pool, \
-                    ThreadPoolExecutor(1) as write_pool:
-                ahead = compute_pool.submit(_compute, readers, *spans[0], w, cfg, sr, shaping)
-                for i, (start, stop) in enumerate(spans):
-                    o, outs = ahead.result()
-                    if i + 1 < len(spans):
-                        ahead = compute_pool.submit(_compute, readers, *spans[i + 1], w, cfg,
-                                                    sr, shaping)
-                    if measure and meters:
-                        for k, y in outs.items():
-                            meters[k].feed(y)
-                        meters["original"].feed(o)
-                    for f in written:  # each file's blocks stay in order
-                        f.result()
-                    written = [write_pool.submit(write, k, y) for k, y in outs.items()]
-                    if progress and measure:
-                        progress((stop - start) / sr)
-                for f in written:
-                    f.result()
-        except BaseException:
-            for wr in writers.values():
-                wr.discard()
-            raise
-        return writers
-
-    writers = pass_(dict.fromkeys(OUTPUTS, 1.0), measure=True)
-    gains, loudness = _gains(peaks, meters, cfg)
-    if any(g != 1.0 for g in gains.values()):
-        for wr in writers.values():
-            wr.discard()
-        writers = pass_(gains, measure=False)
-        log.info("gain applied: %s", ", ".join(f"{k} {_db(g):+.2f} dB" for k, g in gains.items()))
-    for wr in writers.values():
-        wr.commit()
-    return gains, peaks, loudness
-
-
-def _shaping(cfg, sr):
-    """What the residual cleanup and the gate blend need: their parameters and the block
-    margin that makes blockwise results equal whole-track ones."""
-    residual = {k: getattr(cfg, k) for k in (
-        "residual_hpf", "residual_lpf", "filter_order", "gate_threshold_db", "gate_attack_ms",
-        "gate_release_ms", "gate_hold_ms", "gate_range_db")}
-    active = any(residual[k] is not None for k in ("residual_hpf", "residual_lpf",
-                                                   "gate_threshold_db"))
-    gate = None
-    if cfg.blend_mode == "gate":
-        gate = {k.replace("vocal_gate_", ""): getattr(cfg, k) for k in (
-            "vocal_gate_threshold_db", "vocal_gate_attack_ms", "vocal_gate_release_ms",
-            "vocal_gate_hold_ms")}
-    if not active and gate is None:
-        return {"residual": None, "gate": None, "context": 0}
-    from audio_utils import filters  # scipy.signal: a second of import, only when needed
-
-    context = filters.required_context(
-        sr, **residual, vocal_gate_threshold_db=cfg.vocal_gate_threshold_db if gate else None,
-        vocal_gate_attack_ms=cfg.vocal_gate_attack_ms,
-        vocal_gate_release_ms=cfg.vocal_gate_release_ms, vocal_gate_hold_ms=cfg.vocal_gate_hold_ms)
-    return {"residual": residual if active else None, "gate": gate, "context": context}
-
-
-def _compute(readers, start, stop, w, cfg, sr, shaping):
-    """The outputs for samples ``[start, stop)``: ``(original block, {name: block})``.
-
-    With residual cleanup or the gate blend, the block is computed with ``context`` samples of
-    margin on each side, then cropped, so filters and gates see the same signal as they would
-    on the whole track.
-    """
-    ctx = shaping["context"]
-    # The margin stops at the track's ends, so the filters treat the ends as they would on
-    # the whole track (their own edge padding), not as zeros.
-    a, b = max(start - ctx, 0), min(stop + ctx, readers[0].frames)
-    o, inst, voc = (r.read(a, b) for r in readers)
-    r = core.residual(o, inst)
-    if shaping["residual"] is not None:
-        from audio_utils.filters import shape_residual
-
-        r = shape_residual(r, sr, **shaping["residual"])
-    v = core.voice(r, voc, cfg.voice_alpha)
-    weight = w
-    if shaping["gate"] is not None:
-        from audio_utils.filters import gate_weight
-
-        weight = gate_weight(voc, sr, w_active=w, **shaping["gate"])
-    outs = {"blended": core.blend(o, inst, weight), "vocal_residual": v,
-            "phase_cancel": core.phase_cancel(o, v)}
-    if (a, b) != (start, stop):
-        lo, hi = start - a, stop - a
-        o = o[:, lo:hi]
-        outs = {k: y[:, lo:hi] for k, y in outs.items()}
-    return o, outs
-
-
-def _gains(peaks, meters, cfg):
-    """Gains per output, and the loudness measured (LUFS / dBTP, after the gains)."""
-    if cfg.normalize == "peak":
-        gains = {k: (PEAK_TARGET / p if p > 0 else 1.0) for k, p in peaks.items()}
-    else:
-        gains = dict.fromkeys(peaks, core.clip_gain(max(peaks.values())))
-    loudness = {}
-    if meters:
-        from audio_utils.loudness import match_gain
-
-        measured = {k: (m.integrated_lufs(), m.true_peak_dbtp()) for k, m in meters.items()}
-        match = match_gain(measured["original"][0], *measured["blended"])
-        gains["blended"] = match.gain
-        if match.reason:
-            log.info("loudness match: %s", match.reason)
-        for k, (lufs, tp) in measured.items():
-            g_db = 20 * math.log10(gains[k]) if k in gains else 0.0
-            loudness[k] = {"integrated_lufs": _round(lufs + g_db), "true_peak_dbtp": _round(tp + g_db)}
-    return gains, loudness
-
-
-def _round(x):
-    return round(x, 2) if math.isfinite(x) else None
 
 
 def _db(g):

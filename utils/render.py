@@ -1,0 +1,175 @@
+"""Rendering a track's three outputs block by block.
+
+Reads the original and the stems through ``BlockReader``s (offset applied), computes blend,
+voice and phase cancel with ``processors.vtrace_core`` (plus the residual cleanup and gate
+blend of ``audio_utils.filters`` when asked), and writes them with ``BlockWriter``s, so memory
+stays flat however long the track is.
+"""
+
+import logging
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from audio_utils.audio_io import BlockWriter
+from processors import vtrace_core as core
+
+log = logging.getLogger(__name__)
+
+OUTPUTS = ("blended", "vocal_residual", "phase_cancel")
+PEAK_TARGET = 10 ** (-1.0 / 20)  # --normalize peak: -1 dBFS
+
+
+def render(readers, frames, sr, channels, w, cfg, wav_paths, progress):
+    """Compute and write the three outputs; returns ``(gains, peaks, loudness)`` per output.
+
+    Pass 1 writes at unity gain while measuring peaks (and loudness with --match-loudness).
+    Only if a gain is needed (a peak over full scale, --normalize peak, a loudness match) is a
+    second pass made with the gains, so the usual case reads and computes every block once.
+    """
+    block = max(1, int(cfg.block_seconds * sr))
+    plan = shaping(cfg, sr)
+    peaks = dict.fromkeys(OUTPUTS, 0.0)
+    meters = {}
+    if cfg.match_loudness:
+        from audio_utils.loudness import LoudnessMeter
+
+        meters = {k: LoudnessMeter(sr, channels) for k in ("original",) + OUTPUTS}
+
+    spans = [(a, min(frames, a + block)) for a in range(0, frames, block)]
+
+    def pass_(gains, measure):
+        """One pass over the track as a pipeline: a thread reads and computes block k+1 while
+        one thread per output converts and writes block k. Reading, numpy and libsndfile
+        release the GIL, so the stages run in parallel."""
+        writers = {k: BlockWriter(p, sr, channels, cfg.wav_format) for k, p in wav_paths.items()}
+
+        def write(k, y):
+            g = gains[k]
+            p = writers[k].write(y if g == 1.0 else y * np.float32(g))
+            if measure:
+                peaks[k] = max(peaks[k], p)
+
+        written = []
+        try:
+            with ThreadPoolExecutor(1) as compute_pool, \
+                    ThreadPoolExecutor(1) as write_pool:
+                ahead = compute_pool.submit(compute, readers, *spans[0], w, cfg, sr, plan)
+                for i, (start, stop) in enumerate(spans):
+                    o, outs = ahead.result()
+                    if i + 1 < len(spans):
+                        ahead = compute_pool.submit(compute, readers, *spans[i + 1], w, cfg,
+                                                    sr, plan)
+                    if measure and meters:
+                        for k, y in outs.items():
+                            meters[k].feed(y)
+                        meters["original"].feed(o)
+                    for f in written:  # each file's blocks stay in order
+                        f.result()
+                    written = [write_pool.submit(write, k, y) for k, y in outs.items()]
+                    if progress and measure:
+                        progress((stop - start) / sr)
+                for f in written:
+                    f.result()
+        except BaseException:
+            for wr in writers.values():
+                wr.discard()
+            raise
+        return writers
+
+    writers = pass_(dict.fromkeys(OUTPUTS, 1.0), measure=True)
+    gains, loudness = _gains(peaks, meters, cfg)
+    if any(g != 1.0 for g in gains.values()):
+        for wr in writers.values():
+            wr.discard()
+        writers = pass_(gains, measure=False)
+        log.info("gain applied: %s", ", ".join(f"{k} {_db(g):+.2f} dB" for k, g in gains.items()))
+    for wr in writers.values():
+        wr.commit()
+    return gains, peaks, loudness
+
+
+def shaping(cfg, sr):
+    """What the residual cleanup and the gate blend need: their parameters and the block
+    margin that makes blockwise results equal whole-track ones."""
+    residual = {k: getattr(cfg, k) for k in (
+        "residual_hpf", "residual_lpf", "filter_order", "gate_threshold_db", "gate_attack_ms",
+        "gate_release_ms", "gate_hold_ms", "gate_range_db")}
+    active = any(residual[k] is not None for k in ("residual_hpf", "residual_lpf",
+                                                   "gate_threshold_db"))
+    gate = None
+    if cfg.blend_mode == "gate":
+        gate = {k.replace("vocal_gate_", ""): getattr(cfg, k) for k in (
+            "vocal_gate_threshold_db", "vocal_gate_attack_ms", "vocal_gate_release_ms",
+            "vocal_gate_hold_ms")}
+    if not active and gate is None:
+        return {"residual": None, "gate": None, "context": 0}
+    from audio_utils import filters  # scipy.signal: a second of import, only when needed
+
+    context = filters.required_context(
+        sr, **residual, vocal_gate_threshold_db=cfg.vocal_gate_threshold_db if gate else None,
+        vocal_gate_attack_ms=cfg.vocal_gate_attack_ms,
+        vocal_gate_release_ms=cfg.vocal_gate_release_ms, vocal_gate_hold_ms=cfg.vocal_gate_hold_ms)
+    return {"residual": residual if active else None, "gate": gate, "context": context}
+
+
+def compute(readers, start, stop, w, cfg, sr, plan):
+    """The outputs for samples ``[start, stop)``: ``(original block, {name: block})``.
+
+    With residual cleanup or the gate blend, the block is computed with ``context`` samples of
+    margin on each side, then cropped, so filters and gates see the same signal as they would
+    on the whole track.
+    """
+    ctx = plan["context"]
+    # The margin stops at the track's ends, so the filters treat the ends as they would on
+    # the whole track (their own edge padding), not as zeros.
+    a, b = max(start - ctx, 0), min(stop + ctx, readers[0].frames)
+    o, inst, voc = (r.read(a, b) for r in readers)
+    r = core.residual(o, inst)
+    if plan["residual"] is not None:
+        from audio_utils.filters import shape_residual
+
+        r = shape_residual(r, sr, **plan["residual"])
+    v = core.voice(r, voc, cfg.voice_alpha)
+    weight = w
+    if plan["gate"] is not None:
+        from audio_utils.filters import gate_weight
+
+        weight = gate_weight(voc, sr, w_active=w, **plan["gate"])
+    outs = {"blended": core.blend(o, inst, weight), "vocal_residual": v,
+            "phase_cancel": core.phase_cancel(o, v)}
+    if (a, b) != (start, stop):
+        lo, hi = start - a, stop - a
+        o = o[:, lo:hi]
+        outs = {k: y[:, lo:hi] for k, y in outs.items()}
+    return o, outs
+
+
+def _gains(peaks, meters, cfg):
+    """Gains per output, and the loudness measured (LUFS / dBTP, after the gains)."""
+    if cfg.normalize == "peak":
+        gains = {k: (PEAK_TARGET / p if p > 0 else 1.0) for k, p in peaks.items()}
+    else:
+        gains = dict.fromkeys(peaks, core.clip_gain(max(peaks.values())))
+    loudness = {}
+    if meters:
+        from audio_utils.loudness import match_gain
+
+        measured = {k: (m.integrated_lufs(), m.true_peak_dbtp()) for k, m in meters.items()}
+        match = match_gain(measured["original"][0], *measured["blended"])
+        gains["blended"] = match.gain
+        if match.reason:
+            log.info("loudness match: %s", match.reason)
+        for k, (lufs, tp) in measured.items():
+            g_db = 20 * math.log10(gains[k]) if k in gains else 0.0
+            loudness[k] = {"integrated_lufs": _round(lufs + g_db), "true_peak_dbtp": _round(tp + g_db)}
+    return gains, loudness
+
+
+def _round(x):
+    return round(x, 2) if math.isfinite(x) else None
+
+
+def _db(g):
+    return round(20 * math.log10(g), 3) if g > 0 else None
