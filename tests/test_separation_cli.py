@@ -29,7 +29,7 @@ def test_separates_writes_layout_and_reuses_it(tmp_path, capsys, monkeypatch):
             x, rate = read(tmp_path / "out" / name / f"{name}_{k}.wav")
             assert rate == sr and x.shape == original.shape  # input's length, rate, channels
         manifest = json.loads((tmp_path / "out" / name / f"{name}_vtrace.json").read_text())
-        assert manifest["stems"]["created_by_this_run"] is True
+        assert manifest["stems"]["separated_by_this_run"] is True
 
     # a second run finds the stems and never loads the model
     import utils.separation as separation

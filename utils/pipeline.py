@@ -148,11 +148,11 @@ def _run(track, cfg, out_dir, work, get_separator, progress, result):
     folder = stems_folder(cfg.separated_dir, cfg.demucs_model, track.stems_name)
     stems = None if cfg.force else stem_paths(cfg.separated_dir, cfg.demucs_model,
                                               track.stems_name)
-    created = False
+    created = separated = False  # created: the folder is ours to --cleanup
     if stems is None:
         if get_separator is None:
             raise SeparationError(f"no stems in {folder} and separation is not available")
-        created = not folder.exists()
+        created, separated = not folder.exists(), True
         get_separator().separate_file(Path(original), folder)
         stems = stem_paths(cfg.separated_dir, cfg.demucs_model, track.stems_name)
         if stems is None:
@@ -165,7 +165,7 @@ def _run(track, cfg, out_dir, work, get_separator, progress, result):
     try:
         t = time.perf_counter()
         offset = alignment.Offset(0, 1, 0.0)
-        if cfg.align and not created:  # stems separated here are sample-aligned already
+        if cfg.align and not separated:  # stems separated here are sample-aligned already
             offset = _estimate(readers, frames, sr)
             if offset.confidence < alignment.MIN_CONFIDENCE:
                 log.warning("%s: stems do not correlate with the original (confidence %.2f); "
@@ -198,7 +198,7 @@ def _run(track, cfg, out_dir, work, get_separator, progress, result):
             r.close()
 
     files = [p.name for p in wav_paths.values()] if wav_dir == out_dir else []
-    files += [f"{track.name}_eval.json"] * bool(cfg.eval) + [f"{track.name}_eval.png"] * bool(cfg.plot)
+    files += [f"{track.name}_eval.json"] * cfg.eval + [f"{track.name}_eval.png"] * cfg.plot
     if cfg.convert_to_mp3:
         from audio_utils.audio_conversion import encode_mp3
 
@@ -219,12 +219,12 @@ def _run(track, cfg, out_dir, work, get_separator, progress, result):
         "params": params_of(cfg),
         "model": cfg.demucs_model,
         "stems": {"vocals": str(stems[0]), "no_vocals": str(stems[1]),
-                  "created_by_this_run": created},
+                  "separated_by_this_run": separated},
         "samplerate": sr, "channels": channels, "frames": frames, "seconds": frames / sr,
         "blend_weight": w, "vocal_gain_db": _db(w),
         "offset": {"lag_samples": offset.lag, "polarity": offset.polarity,
                    "confidence": round(offset.confidence, 4),
-                   "applied": bool(cfg.align and not created)},
+                   "applied": bool(cfg.align and not separated)},
         "gain": gains, "peaks_before_gain": peaks, "loudness": loudness,
         "files": files,
         "meta": dict(track.meta),
