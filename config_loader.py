@@ -45,8 +45,8 @@ class Config:
     recursive: bool = opt(False, "input", "descend into sub-folders of input folders")
     link: list = opt([], "input", "video/audio URL to download with yt-dlp (repeatable)",
                      flags=("-l",))
-    playlist: bool = opt(False, "input", "with a playlist link, process every entry "
-                         "(default: only the video)")
+    playlist: bool = opt(False, "input", "with a playlist link, process every entry, "
+                         "not only the video")
     download_dir: str = opt("downloads", "input", "folder for downloaded audio")
     max_duration: float = opt(None, "input", "refuse links longer than this many seconds",
                               lo=0, lo_open=True, typ=float, nullable=True)
@@ -60,8 +60,8 @@ class Config:
     shifts: int = opt(1, "separation", "Demucs random shifts (more = better, slower; 0 = none)",
                       lo=0)
     overlap: float = opt(0.25, "separation", "Demucs overlap between segments", lo=0, hi=0.99)
-    segment: float = opt(None, "separation", "Demucs segment length in seconds (default: the "
-                         "model's)", lo=0, lo_open=True, typ=float, nullable=True)
+    segment: float = opt(None, "separation", "Demucs segment length in seconds; none: the "
+                         "model's own", lo=0, lo_open=True, typ=float, nullable=True)
     other_method: str = opt("add", "separation", "no_vocals = sum of other sources (add) or "
                             "mix - vocals (minus: runs only vocal sub-models, ~4x faster on "
                             "htdemucs_ft)", choices=("add", "minus"))
