@@ -37,7 +37,7 @@ def _run(cfg, typed, cfg_path):
     from dataclasses import asdict
 
     from logger import setup_logging
-    from utils.batch import output_root, run_batch, summary_table
+    from utils.batch import check_separation, output_root, run_batch, summary_table
     from utils.errors import UsageError
     from utils.file_utils import collect_inputs
 
@@ -66,6 +66,7 @@ def _run(cfg, typed, cfg_path):
         raise UsageError(f"input={' '.join(cfg.input)}: no audio files found (looked for "
                          "wav, flac, mp3, ogg, opus, m4a, aac, aiff, webm"
                          f"{'' if cfg.recursive else '; add --recursive for sub-folders'})")
+    check_separation(tracks, cfg)
     total = _total_seconds(tracks)
     log.info("%d track(s), %.0f s of audio -> %s", len(tracks), total, out_root)
     results = link_results + run_batch(tracks, cfg, out_root, total)

@@ -117,6 +117,34 @@ class Progress:
                 bar.close()
 
 
+def check_separation(tracks, cfg):
+    """Before any track runs: when some track needs separating, load the model in this
+    process (it is one of the workers, so the load is not wasted) and check the options
+    against it. UsageError (unknown model, --segment too long) ends the run up front; a model
+    that cannot be loaded (no network) fails only the tracks that need it, each with that
+    reason."""
+    from utils.errors import SeparationError, UsageError
+    from utils.file_utils import stem_paths
+
+    missing = [t.name for t in tracks if cfg.force
+               or stem_paths(cfg.separated_dir, cfg.demucs_model, t.stems_name) is None]
+    if not missing:
+        return
+    _state["cfg"] = cfg
+    if _state.get("cfg_key") != _cfg_key(cfg):
+        _state["separator"] = None
+    _state["cfg_key"] = _cfg_key(cfg)
+    try:
+        _get_separator().check_options()
+    except UsageError as exc:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3
+                                          else "")
+        raise UsageError(f"{exc} (needed because {len(missing)} track(s) have no stems in "
+                         f"{cfg.separated_dir}/: {shown})") from None
+    except SeparationError as exc:
+        log.debug("model not loaded up front: %s", exc)
+
+
 def run_batch(tracks, cfg, out_root, total_seconds=0.0):
     """Process every TrackInput; returns their TrackResults in input order.
 
