@@ -70,16 +70,30 @@ def test_force_separates_again(tmp_path):
     np.testing.assert_allclose(v + n, vocals + inst, atol=1e-5)  # minus: no_vocals = mix - v
 
 
-def test_unknown_model_is_a_usage_error_before_any_track(tmp_path, capsys):
+def test_unknown_model_fails_each_track_with_one_line(tmp_path, capsys):
     vocals, inst = tone_mix(seconds=1.0)
     write(tmp_path / "songs" / "s.wav", vocals + inst)
     write(tmp_path / "songs" / "t.wav", vocals + inst)
     args = _args(tmp_path)
     args[args.index("demucs_unittest")] = "no_such_model"
-    assert main(args) == 2
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    rows = [line for line in captured.out.splitlines() if line[:2] in ("s ", "t ")]
+    assert len(rows) == 2
+    for row in rows:
+        assert "failed" in row and "no_such_model" in row and "--model-repo" in row
+    assert "Traceback" not in captured.err
+
+
+def test_segment_the_model_cannot_take_ends_the_run_up_front(tmp_path, capsys, monkeypatch):
+    import utils.separation as separation
+
+    monkeypatch.setattr(separation, "_max_segment", lambda model: 1.0)
+    vocals, inst = tone_mix(seconds=1.0)
+    write(tmp_path / "songs" / "s.wav", vocals + inst)
+    assert main(_args(tmp_path, "--segment", "5")) == 2
     err = capsys.readouterr().err
-    assert "no_such_model" in err and "--model-repo" in err and "2 track(s)" in err
-    assert "Traceback" not in err and not (tmp_path / "out").exists()
+    assert "segment" in err and "1 track(s)" in err and not (tmp_path / "out").exists()
 
 
 def test_too_short_input_fails_that_track(tmp_path, capsys):

@@ -120,9 +120,10 @@ class Progress:
 def check_separation(tracks, cfg):
     """Before any track runs: when some track needs separating, load the model in this
     process (it is one of the workers, so the load is not wasted) and check the options
-    against it. UsageError (unknown model, --segment too long) ends the run up front; a model
-    that cannot be loaded (no network) fails only the tracks that need it, each with that
-    reason."""
+    against it: an option the loaded model cannot take (--segment too long) ends the run up
+    front. A model that cannot be loaded (unknown name, which may be a folder of another
+    tool's stems that lacks a track, or no network) fails only the tracks that need it, each
+    with that reason, so unreadable files and tracks with stems still go through."""
     from utils.errors import SeparationError, UsageError
     from utils.file_utils import stem_paths
 
@@ -134,9 +135,13 @@ def check_separation(tracks, cfg):
     if _state.get("cfg_key") != _cfg_key(cfg):
         _state["separator"] = None
     _state["cfg_key"] = _cfg_key(cfg)
+    separator = _get_separator()
     try:
-        _get_separator().check_options()
+        separator.check_options()
     except UsageError as exc:
+        if separator._model is None:  # not loadable: each track that needs it says why
+            log.debug("model not loaded up front: %s", exc)
+            return
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3
                                           else "")
         raise UsageError(f"{exc} (needed because {len(missing)} track(s) have no stems in "
