@@ -93,14 +93,13 @@ def _fast_size(n):
     return best
 
 
-def analysis_window(length, sr, seconds=10.0):
-    """The ``(start, stop)`` excerpt used to estimate the offset of a ``length``-sample file.
-
-    The whole file when short; otherwise ``seconds`` from its middle, where music is more
-    likely than at the very start or end.
-    """
+def analysis_windows(length, sr, seconds=10.0, count=3):
+    """Candidate ``(start, stop)`` excerpts for estimating the offset of a ``length``-sample
+    file: the whole file when short, else ``count`` windows of ``seconds`` centred at evenly
+    spaced points (a quarter, half and three quarters of the way for 3). The caller keeps the
+    loudest, so a silent break or intro does not decide the offset."""
     n = int(seconds * sr)
     if length <= n:
-        return 0, length
-    start = (length - n) // 2
-    return start, start + n
+        return [(0, length)]
+    starts = [(length * (i + 1)) // (count + 1) - n // 2 for i in range(count)]
+    return [(min(max(a, 0), length - n), min(max(a, 0), length - n) + n) for a in starts]

@@ -34,7 +34,7 @@ def test_delay_inserted_is_recovered(lag, polarity):
     mix = vocals + inst
     stems = polarity * _shifted(mix, lag)
     max_lag = int(1.5 * SR)
-    start, stop = alignment.analysis_window(mix.shape[1], SR)
+    start, stop = alignment.analysis_windows(mix.shape[1], SR)[0]
     off = alignment.estimate_offset(_excerpt(mix, start, stop),
                                     _excerpt(stems, start - max_lag, stop + max_lag), max_lag)
     assert (off.lag, off.polarity) == (lag, polarity)
@@ -98,3 +98,10 @@ def test_five_one_keeps_the_centre_centred():
     assert y[0, 0] > 0 and y[1, 0] == 0
     common = np.ones((6, n), np.float32)
     np.testing.assert_allclose(match_channels(common, 2), np.ones((2, n)), rtol=1e-6)
+
+
+def test_analysis_windows_cover_the_track_and_stay_inside():
+    assert alignment.analysis_windows(1000, 100, seconds=20) == [(0, 1000)]
+    windows = alignment.analysis_windows(100 * 60, 100, seconds=10)
+    assert len(windows) == 3 and all(b - a == 1000 and 0 <= a and b <= 6000 for a, b in windows)
+    assert windows[0][0] < windows[1][0] < windows[2][0]

@@ -183,3 +183,20 @@ def test_block_processing_equals_whole_track_processing(song, extra, tol):
     blocks, whole = outputs(song, "blocks"), outputs(song, "whole")
     for k in whole:
         np.testing.assert_allclose(blocks[k], whole[k], atol=tol, rtol=0)
+
+
+def test_offset_found_when_the_middle_of_the_track_is_silent(tmp_path):
+    vocals, inst = tone_mix(seconds=30.0)
+    mix = vocals + inst
+    gap = slice(10 * SR, 20 * SR)
+    vocals[:, gap] = inst[:, gap] = mix[:, gap] = 0  # a silent break in the middle
+    write(tmp_path / "in" / "brk.wav", mix)
+    lag = 1105
+    for name, x in (("vocals", vocals), ("no_vocals", inst)):
+        write(tmp_path / "sep" / "m" / "brk" / f"{name}.wav",
+              np.concatenate([np.zeros((2, lag), np.float32), x], axis=1))
+    assert main(["-i", str(tmp_path / "in"), "--demucs-model", "m", "--separated-dir",
+                 str(tmp_path / "sep"), "-o", str(tmp_path / "out"), "--quiet",
+                 "--log-dir", str(tmp_path / "logs")]) == 0
+    manifest = json.loads((tmp_path / "out/brk/brk_vtrace.json").read_text())
+    assert manifest["offset"]["lag_samples"] == lag

@@ -304,8 +304,8 @@ def _at_rate(path, sr, work):
 def _estimate(readers, frames, sr):
     o, inst, voc = readers
     max_lag = int(MAX_LAG_SECONDS * sr)
-    start, stop = alignment.analysis_window(frames, sr)
-    ref = o.read(start, stop)
+    excerpts = [(o.read(a, b), a, b) for a, b in alignment.analysis_windows(frames, sr)]
+    ref, start, stop = max(excerpts, key=lambda e: float(np.dot(e[0].ravel(), e[0].ravel())))
     sig = inst.read(start - max_lag, stop + max_lag)
     sig += voc.read(start - max_lag, stop + max_lag)
     return alignment.estimate_offset(ref, sig, max_lag)
