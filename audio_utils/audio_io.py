@@ -164,13 +164,17 @@ class BlockWriter:
     an error) removes it. Every block is checked finite before it is written.
     """
 
-    def __init__(self, final_path, samplerate, channels, wav_format="pcm24"):
+    def __init__(self, final_path, samplerate, channels, wav_format="pcm24", frames=None):
         self.final_path = Path(final_path)
         self.final_path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp_path = _new_temp(self.final_path, ".wav")
+        bytes_per_sample = {"pcm16": 2, "pcm24": 3, "float32": 4}[wav_format]
+        # Plain WAV sizes overflow past 4 GiB; RF64 is the standard extension for longer files.
+        big = frames is not None and frames * channels * bytes_per_sample >= 2**32 - 2**20
         try:
             self._file = sf.SoundFile(str(self.tmp_path), "w", samplerate, channels,
-                                      subtype=WAV_SUBTYPES[wav_format], format="WAV")
+                                      subtype=WAV_SUBTYPES[wav_format],
+                                      format="RF64" if big else "WAV")
         except Exception:
             self.tmp_path.unlink(missing_ok=True)
             raise

@@ -9,6 +9,7 @@ import soundfile as sf
 import torch
 import yaml
 
+import utils.demucs_stream as demucs_stream
 import utils.separation as separation
 from utils.errors import ConfigError, InputError, SeparationError, UsageError
 from utils.separation import DemucsSeparator, resolve_device, stems_exist
@@ -71,7 +72,7 @@ def _reference(sep, mix, monkeypatch):
 
 def test_demucs_unittest_stems_equal_unchunked_demucs(tmp_path, monkeypatch):
     # Tiny read blocks and 1 s segments: the 3 s mix crosses many reads and segment joins.
-    monkeypatch.setattr(separation, "_READ_BLOCK_S", 0.4)
+    monkeypatch.setattr(demucs_stream, "READ_BLOCK_S", 0.4)
     mix = _write_mix(tmp_path / "mix.wav")
     sep = DemucsSeparator("demucs_unittest", device="cpu", shifts=2, segment=1.0, overlap=0.3)
     _script_shifts(monkeypatch)

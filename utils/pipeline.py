@@ -153,6 +153,7 @@ def _run(track, cfg, out_dir, work, get_separator, progress, result):
         if get_separator is None:
             raise SeparationError(f"no stems in {folder} and separation is not available")
         created, separated = not folder.exists(), True
+        remove_stale_temps(folder)  # stems an interrupted run left half-written
         get_separator().separate_file(Path(original), folder)
         stems = stem_paths(cfg.separated_dir, cfg.demucs_model, track.stems_name)
         if stems is None:

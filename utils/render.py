@@ -43,7 +43,8 @@ def render(readers, frames, sr, channels, w, cfg, wav_paths, progress):
         """One pass over the track as a pipeline: a thread reads and computes block k+1 while
         one thread per output converts and writes block k. Reading, numpy and libsndfile
         release the GIL, so the stages run in parallel."""
-        writers = {k: BlockWriter(p, sr, channels, cfg.wav_format) for k, p in wav_paths.items()}
+        writers = {k: BlockWriter(p, sr, channels, cfg.wav_format, frames)
+                   for k, p in wav_paths.items()}
 
         def write(k, y):
             g = gains[k]

@@ -20,11 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
-import soundfile as sf
 
-from audio_utils.audio_io import resample_file
-from audio_utils.matching import match_channels
+from audio_utils.audio_io import BlockWriter
+from utils.demucs_stream import MixReader, Stream, norm_stats
 from utils.errors import (ConfigError, InputError, OutputError, SeparationError, UsageError,
                           VTraceError)
 
@@ -33,8 +31,6 @@ logger = logging.getLogger(__name__)
 STEMS = ("vocals.wav", "no_vocals.wav")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 OTHER_METHODS = ("add", "minus")
-# Seconds of mix kept in memory around the segments being separated (about 21 MB at 44.1 kHz).
-_READ_BLOCK_S = 60.0
 # Shortest mix accepted.  The models themselves run down to ~10 samples (HDemucs' GroupNorm
 # fails below), but a separation of less than 0.1 s is never what a user meant.
 MIN_SECONDS = 0.1
@@ -69,144 +65,6 @@ def resolve_device(requested: str) -> str:
         raise UsageError(f"device={requested} is not available on this machine; "
                          "use --device auto or --device cpu")
     return requested
-
-
-class _MixReader:
-    """Random access to a mix file as stereo float32 at the model's rate, zero outside it."""
-
-    def __init__(self, path: Path, samplerate: int, tmp_dir: Path):
-        self._tmp = None
-        try:
-            info = sf.info(str(path))
-        except Exception as exc:
-            raise InputError(f"cannot read mix={path}: {exc}; give a WAV/FLAC/OGG file") from None
-        if info.channels > 2:
-            logger.warning("%s has %d channels; downmixing to stereo for Demucs",
-                           path, info.channels)
-        if info.samplerate != samplerate:
-            self._tmp = tmp_dir / f".mix_{os.getpid()}.tmp.wav"
-            try:
-                resample_file(path, self._tmp, samplerate)
-            except BaseException:
-                self._tmp.unlink(missing_ok=True)
-                raise
-            path = self._tmp
-        self._file = sf.SoundFile(str(path))
-        self.length = self._file.frames
-        self._cache_start, self._cache = 0, np.zeros((2, 0), np.float32)
-        self._block = int(_READ_BLOCK_S * samplerate)
-
-    def close(self):
-        self._file.close()
-        if self._tmp is not None:
-            self._tmp.unlink(missing_ok=True)
-
-    def blocks(self):
-        """Yield the whole mix as consecutive (2, n) float32 blocks."""
-        for start in range(0, self.length, self._block):
-            yield self.read(start, min(start + self._block, self.length))
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Samples [start, stop) as (2, stop - start) float32; zeros outside the file."""
-        out = np.zeros((2, stop - start), np.float32)
-        lo, hi = max(start, 0), min(stop, self.length)
-        if lo >= hi:
-            return out
-        end = self._cache_start + self._cache.shape[1]
-        if lo < self._cache_start or hi > end:
-            # Streams lag each other by up to one segment, so keep some history too.
-            first = max(0, lo - self._block // 4)
-            self._file.seek(first)
-            data = self._file.read(max(hi, first + self._block) - first, dtype="float32",
-                                   always_2d=True)
-            self._cache_start, self._cache = first, match_channels(np.ascontiguousarray(data.T), 2)
-        a = lo - self._cache_start
-        out[:, lo - start:hi - start] = self._cache[:, a:a + hi - lo]
-        return out
-
-
-def _norm_stats(reader: _MixReader):
-    """Mean and unbiased std of the channel-averaged mix, as demucs.api.Separator computes
-    them, but accumulated block by block in float64 (Chan et al.) instead of in one array."""
-    n, mean, m2 = 0, 0.0, 0.0
-    for block in reader.blocks():
-        ref = block.mean(axis=0, dtype=np.float32).astype(np.float64)
-        bn, bmean = ref.size, ref.mean()
-        bm2 = ((ref - bmean) ** 2).sum()
-        delta = bmean - mean
-        mean += delta * bn / (n + bn)
-        m2 += bm2 + delta * delta * n * bn / (n + bn)
-        n += bn
-    std = np.float32(math.sqrt(m2 / max(n - 1, 1))) + np.float32(1e-8)
-    return np.float32(mean), np.float32(std)
-
-
-class _Stream:
-    """One sub-model under one random shift, walking ``apply_model``'s split grid in order.
-
-    Stream sample p is mix sample ``p + origin``.  After each segment, every sample before the
-    next segment's start is final (no later segment overlaps it) and is handed out.
-    """
-
-    def __init__(self, model, read_norm, origin, length, skip, segment, overlap, device):
-        import torch
-        self.model, self.read_norm, self.device = model, read_norm, device
-        self.origin, self.length, self.skip, self.segment = origin, length, skip, segment
-        self.seg_len = int(model.samplerate * (segment if segment is not None else model.segment))
-        self.stride = int((1 - overlap) * self.seg_len)
-        self.offsets = range(0, length, self.stride)
-        half = self.seg_len // 2
-        w = torch.cat([torch.arange(1, half + 1), torch.arange(self.seg_len - half, 0, -1)])
-        self.weight = (w / w.max()).to(device)
-        n_src, ch = len(model.sources), model.audio_channels
-        self.acc = torch.zeros(n_src, ch, self.seg_len)
-        self.sum_w = torch.zeros(self.seg_len)
-        self.index, self.produced, self.fifo = 0, 0, []
-
-    @property
-    def finished(self) -> bool:
-        return self.index >= len(self.offsets)
-
-    def _segment_out(self, off, length):
-        """Model output for stream samples [off, off + length), padded like TensorChunk."""
-        import torch
-        from demucs.htdemucs import HTDemucs
-        from demucs.utils import center_trim
-        if isinstance(self.model, HTDemucs) and self.segment is not None:
-            valid = int(self.segment * self.model.samplerate)
-        elif hasattr(self.model, "valid_length"):
-            valid = self.model.valid_length(length)
-        else:
-            valid = length
-        start = self.origin + off - (valid - length) // 2
-        x = self.read_norm(start, start + valid).to(self.device)
-        with torch.no_grad():
-            out = self.model(x[None])
-        return center_trim(out, length)[0]
-
-    def step(self):
-        import torch
-        off = self.offsets[self.index]
-        n = min(self.length - off, self.seg_len)
-        w = self.weight[:n]
-        self.acc[..., :n] += (w * self._segment_out(off, n)).cpu()
-        self.sum_w[:n] += w.cpu()
-        self.index += 1
-        done = self.stride if not self.finished else self.length - off
-        final = self.acc[..., :done] / self.sum_w[:done]
-        self.acc = torch.cat([self.acc[..., done:], torch.zeros_like(self.acc[..., :done])], -1)
-        self.sum_w = torch.cat([self.sum_w[done:], torch.zeros(done)])
-        drop = max(0, self.skip - off)  # the shift's left padding is not part of the output
-        if drop < done:
-            self.fifo.append(final[..., drop:])
-            self.produced += done - drop
-
-    def take(self, n):
-        """Pop the next ``n`` output samples, shaped (sources, channels, n)."""
-        import torch
-        data = torch.cat(self.fifo, -1) if len(self.fifo) > 1 else self.fifo[0]
-        self.fifo = [data[..., n:]] if data.shape[-1] > n else []
-        return data[..., :n]
 
 
 def _one_line(exc: BaseException) -> str:
@@ -429,12 +287,12 @@ class DemucsSeparator:
         mix_path, out_dir = Path(mix_path), Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         sr, t0 = self.samplerate, time.perf_counter()
-        reader = _MixReader(mix_path, sr, out_dir)
+        reader = MixReader(mix_path, sr, out_dir)
         try:
             if reader.length < MIN_SECONDS * sr:
                 raise InputError(f"mix={mix_path} is {reader.length / sr:.3f} s long; Demucs "
                                  f"needs at least {MIN_SECONDS} s of audio")
-            stats = _norm_stats(reader)
+            stats = norm_stats(reader)
             device = self._run_with_fallbacks(reader, stats, out_dir, mix_path)
         finally:
             reader.close()
@@ -475,23 +333,20 @@ class DemucsSeparator:
 
     def _write_stems(self, reader, stats, out_dir, device, segment):
         """Stream the separation into temporary stem files, then rename them into place."""
-        tmp = [out_dir / f".{name}.{os.getpid()}.tmp" for name in STEMS]
-        # Plain WAV headers overflow past 4 GiB; RF64 is the standard extension.
-        fmt = "WAV" if reader.length * 2 * 4 < 2**32 - 2**20 else "RF64"
+        writers = [BlockWriter(out_dir / name, self.samplerate, 2, "float32", reader.length)
+                   for name in STEMS]
         try:
-            with sf.SoundFile(str(tmp[0]), "w", self.samplerate, 2, "FLOAT", format=fmt) as fv, \
-                    sf.SoundFile(str(tmp[1]), "w", self.samplerate, 2, "FLOAT", format=fmt) as fi:
-                for vocals, no_vocals in self._stream(reader, stats, device, segment):
-                    fv.write(vocals.T)
-                    fi.write(no_vocals.T)
-            for src, name in zip(tmp, STEMS):
-                os.replace(src, out_dir / name)
+            for vocals, no_vocals in self._stream(reader, stats, device, segment):
+                writers[0].write(vocals)
+                writers[1].write(no_vocals)
+            for w in writers:
+                w.commit()
         except OSError as exc:
             raise OutputError(f"cannot write stems in {out_dir}: {_one_line(exc)}; check free "
                               "space and permissions") from None
         finally:
-            for path in tmp:
-                path.unlink(missing_ok=True)
+            for w in writers:
+                w.discard()
 
     def _stream(self, reader, stats, device, segment):
         """Yield (vocals, no_vocals) float32 (2, n) blocks covering the whole mix in order."""
@@ -520,9 +375,9 @@ class DemucsSeparator:
                 continue
             sub.to(device).eval()
             if not shifts:
-                streams = [_Stream(sub, read_norm, 0, L, 0, segment, self.overlap, device)]
+                streams = [Stream(sub, read_norm, 0, L, 0, segment, self.overlap, device)]
             else:
-                streams = [_Stream(sub, read_norm, o - max_shift, L + max_shift - o,
+                streams = [Stream(sub, read_norm, o - max_shift, L + max_shift - o,
                                    max_shift - o, segment, self.overlap, device) for o in shifts]
             groups.append((w, streams))
         totals = [sum(w[k] for w, _ in zip(weights, subs)) for k in range(len(model.sources))]
