@@ -200,3 +200,11 @@ def test_offset_found_when_the_middle_of_the_track_is_silent(tmp_path):
                  "--log-dir", str(tmp_path / "logs")]) == 0
     manifest = json.loads((tmp_path / "out/brk/brk_vtrace.json").read_text())
     assert manifest["offset"]["lag_samples"] == lag
+
+
+def test_spleeter_accompaniment_and_flac_stems_are_accepted(song):
+    folder = song["sep"] / "test" / "mix"
+    (folder / "no_vocals.wav").unlink()
+    write(folder / "accompaniment.flac", song["inst"], subtype="PCM_24")
+    assert run(song, "--wav-format", "float32") == 0
+    np.testing.assert_allclose(outputs(song)["phase_cancel"], song["inst"], atol=1e-6)

@@ -18,7 +18,6 @@ log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aiff", ".aif",
                     ".webm")  # what audio_conversion decodes (soundfile, else ffmpeg)
-STEM_NAMES = ("vocals", "no_vocals")
 MAX_NAME_BYTES = 200
 _WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com\d|lpt\d)(\..*)?$", re.IGNORECASE)
 
@@ -99,18 +98,19 @@ def model_folder(model):
 
 
 def stem_paths(separated_dir, model, track):
-    """``(vocals, no_vocals)`` paths of a track's stems if both exist (any audio extension,
-    WAV first), else None."""
+    """``(vocals, no_vocals)`` paths of a track's stems if both exist, else None.
+
+    Any audio extension (WAV first); Spleeter's ``accompaniment`` is taken for ``no_vocals``.
+    """
     folder = stems_folder(separated_dir, model, track)
     out = []
-    for stem in STEM_NAMES:
-        for ext in (".wav", ".flac", ".mp3", ".ogg", ".aiff", ".aif"):
-            candidate = folder / f"{stem}{ext}"
-            if candidate.is_file():
-                out.append(candidate)
-                break
-        else:
+    for names in (("vocals",), ("no_vocals", "accompaniment")):
+        found = [folder / f"{n}{ext}" for n in names
+                 for ext in (".wav", ".flac", ".mp3", ".ogg", ".aiff", ".aif")]
+        found = [p for p in found if p.is_file()]
+        if not found:
             return None
+        out.append(found[0])
     return tuple(out)
 
 
