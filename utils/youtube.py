@@ -9,17 +9,16 @@ video id, so a link is downloaded once. yt-dlp talks only to ``logging``; stdout
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
-import tempfile
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 from urllib.parse import urlsplit
 
-from utils.errors import ConfigError
+from audio_utils.audio_io import write_text_atomic
+from utils.errors import ConfigError, OutputError
 from utils.file_utils import MAX_NAME_BYTES, sanitize_name
 
 log = logging.getLogger(__name__)
@@ -469,11 +468,7 @@ class _Index:
             self._save()
 
     def _save(self):
-        fd, tmp = tempfile.mkstemp(prefix=INDEX_NAME + ".", suffix=".tmp", dir=self.folder)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.data, f, ensure_ascii=False, indent=1)
-            os.replace(tmp, self.path)
-        except OSError as e:
+            write_text_atomic(self.path, json.dumps(self.data, ensure_ascii=False, indent=1))
+        except (OSError, OutputError) as e:
             log.warning("could not update download index %s (%s)", self.path, e)
-            Path(tmp).unlink(missing_ok=True)
