@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from audio_utils.audio_io import resample_file
+from audio_utils.audio_io import TMP_MARK, resample_file
 from audio_utils.matching import match_channels
 from utils.errors import InputError
 
@@ -37,7 +37,7 @@ class MixReader:
             logger.warning("%s has %d channels; downmixing to stereo for Demucs",
                            path, info.channels)
         if info.samplerate != samplerate:
-            self._tmp = tmp_dir / f".mix_{os.getpid()}.tmp.wav"
+            self._tmp = tmp_dir / f".mix_{os.getpid()}{TMP_MARK}.wav"  # stale ones are cleaned
             try:
                 resample_file(path, self._tmp, samplerate)
             except BaseException:
