@@ -63,8 +63,14 @@ class Progress:
         self.bar = self.sep_bar = None
         self.sep_quarter = 0
         self.quiet = quiet
+        self._redirect = None
         if not quiet and sys.stderr.isatty():
             from tqdm import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            # Log lines go through tqdm.write so they print above the bars, not through them.
+            self._redirect = logging_redirect_tqdm()
+            self._redirect.__enter__()
 
             self.bar = tqdm(total=round(total_seconds, 1) or None, unit="s audio",
                             desc="VTrace", file=sys.stderr, dynamic_ncols=True,
@@ -107,7 +113,7 @@ class Progress:
         if result.status == "failed":
             log.error("[%d/%d] %s: failed: %s", self.done, self.n_tracks, result.name,
                       result.reason)
-        elif not self.quiet:
+        else:  # the console shows it unless --quiet; the log file always keeps it
             log.info("[%d/%d] %s: %s (%.1f s audio in %.1f s)", self.done, self.n_tracks,
                      result.name, result.status, result.audio_seconds, result.wall_seconds)
 
@@ -115,6 +121,9 @@ class Progress:
         for bar in (self.sep_bar, self.bar):
             if bar is not None:
                 bar.close()
+        if self._redirect is not None:
+            self._redirect.__exit__(None, None, None)
+            self._redirect = None
 
 
 def check_separation(tracks, cfg):
