@@ -7,12 +7,11 @@ check in one place, with messages that say ``name=value``, what is allowed and h
 
 import argparse
 import math
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from utils.errors import ConfigError
-
-__version__ = "0.1.0"
+from utils.version import __version__
 
 GROUPS = {
     "input": "input",
@@ -27,11 +26,22 @@ BLEND_MODES = ("linear", "exp", "log", "power", "smoothstep", "gate")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
-def opt(default, group, help, flags=(), choices=None, lo=None, hi=None, typ=None,
+ROLES = ("stems", "outputs", "run")
+
+
+def opt(role, default, group, help, flags=(), choices=None, lo=None, hi=None, typ=None,
         nullable=False, cli=True, lo_open=False):
-    """Field metadata: help text, CLI flags, allowed values."""
-    meta = dict(group=group, help=help, flags=tuple(flags), choices=choices, lo=lo, hi=hi,
-                typ=typ, nullable=nullable, cli=cli, lo_open=lo_open)
+    """Field metadata: what the field decides, help text, CLI flags, allowed values.
+
+    ``role`` says what a change of the value means: ``stems`` (the separation: other stems),
+    ``outputs`` (what is written from the stems: other output files) or ``run`` (only how the
+    run goes: where, how fast, how verbose). The resume key, the manifest's ``params`` and the
+    separator's arguments are derived from it (``Config.settings``).
+    """
+    if role not in ROLES:
+        raise ValueError(f"role={role!r}; use one of {', '.join(ROLES)}")
+    meta = dict(role=role, group=group, help=help, flags=tuple(flags), choices=choices, lo=lo,
+                hi=hi, typ=typ, nullable=nullable, cli=cli, lo_open=lo_open)
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -40,95 +50,95 @@ def opt(default, group, help, flags=(), choices=None, lo=None, hi=None, typ=None
 @dataclass
 class Config:
     # input
-    input: list = opt([], "input", "audio files or folders (wav, flac, mp3, ogg, opus, m4a, aac, "
+    input: list = opt("run", [], "input", "audio files or folders (wav, flac, mp3, ogg, opus, m4a, aac, "
                       "aiff, webm)", flags=("-i",))
-    recursive: bool = opt(False, "input", "descend into sub-folders of input folders")
-    link: list = opt([], "input", "video/audio URL to download with yt-dlp (repeatable)",
+    recursive: bool = opt("run", False, "input", "descend into sub-folders of input folders")
+    link: list = opt("run", [], "input", "video/audio URL to download with yt-dlp (repeatable)",
                      flags=("-l",))
-    playlist: bool = opt(False, "input", "with a playlist link, process every entry, "
+    playlist: bool = opt("run", False, "input", "with a playlist link, process every entry, "
                          "not only the video")
-    download_dir: str = opt("downloads", "input", "folder for downloaded audio")
-    max_duration: float = opt(None, "input", "refuse links longer than this many seconds",
+    download_dir: str = opt("run", "downloads", "input", "folder for downloaded audio")
+    max_duration: float = opt("run", None, "input", "refuse links longer than this many seconds",
                               lo=0, lo_open=True, typ=float, nullable=True)
     # separation
-    demucs_model: str = opt("htdemucs_ft", "separation", "Demucs model name (or name of a "
+    demucs_model: str = opt("stems", "htdemucs_ft", "separation", "Demucs model name (or name of a "
                             "folder holding other tools' stems in the separated layout)")
-    model_repo: str = opt(None, "separation", "local folder of Demucs .th/.yaml models "
+    model_repo: str = opt("stems", None, "separation", "local folder of Demucs .th/.yaml models "
                           "(like demucs --repo); no download", typ=str, nullable=True)
-    device: str = opt("auto", "separation", "where Demucs runs (auto: cuda, then mps, then cpu)",
+    device: str = opt("run", "auto", "separation", "where Demucs runs (auto: cuda, then mps, then cpu)",
                       choices=DEVICES)
-    shifts: int = opt(1, "separation", "Demucs random shifts (more = better, slower; 0 = none)",
+    shifts: int = opt("stems", 1, "separation", "Demucs random shifts (more = better, slower; 0 = none)",
                       lo=0)
-    overlap: float = opt(0.25, "separation", "Demucs overlap between segments", lo=0, hi=0.99)
-    segment: float = opt(None, "separation", "Demucs segment length in seconds; none: the "
+    overlap: float = opt("stems", 0.25, "separation", "Demucs overlap between segments", lo=0, hi=0.99)
+    segment: float = opt("stems", None, "separation", "Demucs segment length in seconds; none: the "
                          "model's own", lo=0, lo_open=True, typ=float, nullable=True)
-    other_method: str = opt("add", "separation", "no_vocals = sum of other sources (add) or "
+    other_method: str = opt("stems", "add", "separation", "no_vocals = sum of other sources (add) or "
                             "mix - vocals (minus: runs only vocal sub-models, ~4x faster on "
                             "htdemucs_ft)", choices=("add", "minus"))
-    separated_dir: str = opt("separated", "separation", "where stems live: "
+    separated_dir: str = opt("run", "separated", "separation", "where stems live: "
                              "<separated_dir>/<model>/<track>/{vocals,no_vocals}.wav")
-    force: bool = opt(False, "separation", "separate and process again even if results exist")
-    cleanup: bool = opt(False, "separation", "delete the separations this run created once the "
+    force: bool = opt("run", False, "separation", "separate and process again even if results exist")
+    cleanup: bool = opt("run", False, "separation", "delete the separations this run created once the "
                         "track's outputs are written")
     # blend
-    blend_alpha: float = opt(0.1, "blend", "how much of the original to blend back, in [0, 1]",
+    blend_alpha: float = opt("outputs", 0.1, "blend", "how much of the original to blend back, in [0, 1]",
                              flags=("-ba", "-a"), lo=0, hi=1)
-    vocal_gain_db: float = opt(None, "blend", "set the blend so the vocal changes by exactly this "
+    vocal_gain_db: float = opt("outputs", None, "blend", "set the blend so the vocal changes by exactly this "
                                "many dB (e.g. -20); excludes --blend-alpha", hi=0, typ=float,
                                nullable=True)
-    voice_alpha: float = opt(1.0, "blend", "vocal output: residual (1.0) vs the model's vocals "
+    voice_alpha: float = opt("outputs", 1.0, "blend", "vocal output: residual (1.0) vs the model's vocals "
                              "(0.0)", flags=("-va",), lo=0, hi=1)
-    blend_mode: str = opt("linear", "blend", "alpha to weight curve", choices=BLEND_MODES)
-    gamma: float = opt(2.0, "blend", "exponent of the power curve", lo=0, lo_open=True)
-    vocal_gate_threshold_db: float = opt(-40.0, "blend", "gate mode: vocal level that opens "
+    blend_mode: str = opt("outputs", "linear", "blend", "alpha to weight curve", choices=BLEND_MODES)
+    gamma: float = opt("outputs", 2.0, "blend", "exponent of the power curve", lo=0, lo_open=True)
+    vocal_gate_threshold_db: float = opt("outputs", -40.0, "blend", "gate mode: vocal level that opens "
                                          "the gate (dBFS)", hi=0)
-    vocal_gate_attack_ms: float = opt(10.0, "blend", "gate mode: attack time (ms)", lo=0)
-    vocal_gate_release_ms: float = opt(200.0, "blend", "gate mode: release time (ms)", lo=0)
-    vocal_gate_hold_ms: float = opt(100.0, "blend", "gate mode: hold time (ms)", lo=0)
-    residual_hpf: float = opt(None, "blend", "high-pass the residual vocal at this frequency "
+    vocal_gate_attack_ms: float = opt("outputs", 10.0, "blend", "gate mode: attack time (ms)", lo=0)
+    vocal_gate_release_ms: float = opt("outputs", 200.0, "blend", "gate mode: release time (ms)", lo=0)
+    vocal_gate_hold_ms: float = opt("outputs", 100.0, "blend", "gate mode: hold time (ms)", lo=0)
+    residual_hpf: float = opt("outputs", None, "blend", "high-pass the residual vocal at this frequency "
                               "(Hz); the bass below returns to the phase-cancel instrumental",
                               lo=0, lo_open=True, typ=float, nullable=True)
-    residual_lpf: float = opt(None, "blend", "low-pass the residual vocal at this frequency (Hz)",
+    residual_lpf: float = opt("outputs", None, "blend", "low-pass the residual vocal at this frequency (Hz)",
                               lo=0, lo_open=True, typ=float, nullable=True)
-    filter_order: int = opt(2, "blend", "Butterworth order per pass of the residual filters "
+    filter_order: int = opt("outputs", 2, "blend", "Butterworth order per pass of the residual filters "
                             "(zero-phase: 12 dB/octave per order)", lo=1, hi=16)
-    gate_threshold_db: float = opt(None, "blend", "noise gate on the residual vocal: threshold "
+    gate_threshold_db: float = opt("outputs", None, "blend", "noise gate on the residual vocal: threshold "
                                    "(dBFS; off when unset)", hi=0, typ=float, nullable=True)
-    gate_attack_ms: float = opt(5.0, "blend", "residual gate attack (ms)", lo=0)
-    gate_release_ms: float = opt(100.0, "blend", "residual gate release (ms)", lo=0)
-    gate_hold_ms: float = opt(50.0, "blend", "residual gate hold (ms)", lo=0)
-    gate_range_db: float = opt(-40.0, "blend", "residual gate attenuation when closed (dB, <= 0)",
+    gate_attack_ms: float = opt("outputs", 5.0, "blend", "residual gate attack (ms)", lo=0)
+    gate_release_ms: float = opt("outputs", 100.0, "blend", "residual gate release (ms)", lo=0)
+    gate_hold_ms: float = opt("outputs", 50.0, "blend", "residual gate hold (ms)", lo=0)
+    gate_range_db: float = opt("outputs", -40.0, "blend", "residual gate attenuation when closed (dB, <= 0)",
                                hi=0)
-    align: bool = opt(True, "blend", "estimate and remove the stems' offset and polarity against "
+    align: bool = opt("outputs", True, "blend", "estimate and remove the stems' offset and polarity against "
                       "the original (--no-align skips it)")
     # output
-    output: str = opt(None, "output", "output folder (default: vtrace_output/ under the first "
+    output: str = opt("run", None, "output", "output folder (default: vtrace_output/ under the first "
                       "input's folder)", flags=("-o",), typ=str, nullable=True)
-    wav_format: str = opt("pcm24", "output", "WAV sample format",
+    wav_format: str = opt("outputs", "pcm24", "output", "WAV sample format",
                           choices=("pcm16", "pcm24", "float32"))
-    normalize: str = opt("none", "output", "none: one common gain only if a peak would clip; "
+    normalize: str = opt("outputs", "none", "output", "none: one common gain only if a peak would clip; "
                          "peak: each file peak-normalised to -1 dBFS", choices=("none", "peak"))
-    match_loudness: bool = opt(False, "output", "give the blended output the original's "
+    match_loudness: bool = opt("outputs", False, "output", "give the blended output the original's "
                                "integrated loudness (BS.1770) under -1 dBTP")
-    convert_to_mp3: bool = opt(False, "output", "also write MP3 copies", flags=("--convert_mp3",
+    convert_to_mp3: bool = opt("outputs", False, "output", "also write MP3 copies", flags=("--convert_mp3",
                                                                               "--convert-mp3"))
-    mp3_only: bool = opt(False, "output", "with MP3 export, keep no WAVs")
-    mp3_bitrate: int = opt(320, "output", "MP3 bitrate in kbps (CBR)",
+    mp3_only: bool = opt("outputs", False, "output", "with MP3 export, keep no WAVs")
+    mp3_bitrate: int = opt("outputs", 320, "output", "MP3 bitrate in kbps (CBR)",
                            choices=(96, 128, 160, 192, 224, 256, 320))
     # evaluation
-    eval: bool = opt(False, "evaluation", "write an evaluation report (MSE, cosine, STOI)")
-    estoi: bool = opt(False, "evaluation", "use extended STOI")
-    reference: str = opt(None, "evaluation", "folder of true stems per track "
+    eval: bool = opt("outputs", False, "evaluation", "write an evaluation report (MSE, cosine, STOI)")
+    estoi: bool = opt("outputs", False, "evaluation", "use extended STOI")
+    reference: str = opt("outputs", None, "evaluation", "folder of true stems per track "
                          "(<dir>/<track>/vocals.*, accompaniment.*): adds SDR/SI-SDR",
                          typ=str, nullable=True)
-    plot: bool = opt(False, "evaluation", "one spectrogram PNG per track")
+    plot: bool = opt("outputs", False, "evaluation", "one spectrogram PNG per track")
     # run
-    thread: int = opt(1, "run", "worker processes", flags=("-t", "-T"), lo=1, hi=64)
-    log_level: str = opt("INFO", "run", "console log level",
+    thread: int = opt("run", 1, "run", "worker processes", flags=("-t", "-T"), lo=1, hi=64)
+    log_level: str = opt("run", "INFO", "run", "console log level",
                          choices=("DEBUG", "INFO", "WARNING", "ERROR"))
-    log_dir: str = opt("logs", "run", "folder for the per-run DEBUG log files")
-    quiet: bool = opt(False, "run", "only warnings and errors on the console, no progress bars")
-    block_seconds: float = opt(2.0, "run", "post-processing block length (memory vs speed)",
+    log_dir: str = opt("run", "logs", "run", "folder for the per-run DEBUG log files")
+    quiet: bool = opt("run", False, "run", "only warnings and errors on the console, no progress bars")
+    block_seconds: float = opt("run", 2.0, "run", "post-processing block length (memory vs speed)",
                                lo=0.5, hi=600)
 
     def validate(self, source="command line"):
@@ -144,11 +154,21 @@ class Config:
         if self.vocal_gain_db is not None:
             from processors.vtrace_core import alpha_for_vocal_gain_db
 
-            alpha_for_vocal_gain_db(self.vocal_gain_db, self.blend_mode, self.gamma)
+            try:
+                alpha_for_vocal_gain_db(self.vocal_gain_db, self.blend_mode, self.gamma)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         return self
 
-    def as_dict(self):
-        return asdict(self)
+    def settings(self, *roles):
+        """``{name: value}`` of the fields whose role is one of ``roles`` (in field order)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.metadata["role"] in roles}
+
+    def params(self):
+        """What the outputs are made from besides the input and the stems: every ``stems``
+        and ``outputs`` field. A rerun with other params recomputes the track."""
+        return self.settings("stems", "outputs")
 
 
 def _check_field(f, value, source):

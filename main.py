@@ -34,15 +34,15 @@ def main(argv=None):
 
 
 def _run(cfg, typed, cfg_path):
-    from dataclasses import asdict
-
     from logger import setup_logging
-    from utils.batch import check_separation, output_root, run_batch, summary_table
+    from processors.batch import run_batch
+    from processors.engine import Engine, output_root
+    from processors.progress import summary_table
     from utils.errors import UsageError
-    from utils.file_utils import collect_inputs
+    from utils.inputs import collect_inputs
 
     log_path = setup_logging(cfg.log_level, cfg.quiet, cfg.log_dir)
-    settings = asdict(cfg)
+    settings = cfg.settings("stems", "outputs", "run")
     log.debug("effective configuration (%s, then typed options %s):", cfg_path,
               ", ".join(sorted(typed)) or "none")
     for key, value in settings.items():
@@ -66,10 +66,11 @@ def _run(cfg, typed, cfg_path):
         raise UsageError(f"input={' '.join(cfg.input)}: no audio files found (looked for "
                          "wav, flac, mp3, ogg, opus, m4a, aac, aiff, webm"
                          f"{'' if cfg.recursive else '; add --recursive for sub-folders'})")
-    check_separation(tracks, cfg)
+    engine = Engine(cfg)
+    engine.check(tracks, out_root)
     total = _total_seconds(tracks)
     log.info("%d track(s), %.0f s of audio -> %s", len(tracks), total, out_root)
-    results = link_results + run_batch(tracks, cfg, out_root, total)
+    results = link_results + run_batch(engine, tracks, out_root, total)
     _finish(cfg, out_root, results)
     print(summary_table(results))
     return 1 if any(r.status == "failed" for r in results) else 0
@@ -78,8 +79,8 @@ def _run(cfg, typed, cfg_path):
 def _add_links(cfg, tracks):
     from pathlib import Path
 
-    from utils.file_utils import TrackInput
-    from utils.pipeline import TrackResult
+    from utils.inputs import TrackInput
+    from processors.track import TrackResult
     from utils.youtube import download_links
 
     failed = []
@@ -116,7 +117,7 @@ def _finish(cfg, out_root, results):
     """Batch-level reports once every track has ended (evaluation CSV and table)."""
     rows = [r.eval_row for r in results if r.eval_row]
     if cfg.eval and rows:
-        from utils.evaluation import format_table, write_batch_csv
+        from processors.evaluation import format_table, write_batch_csv
 
         write_batch_csv(out_root / "vtrace_eval.csv", rows)
         print(format_table(rows))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from processors.audio_checks import check_audio
+from audio_utils.audio_checks import check_audio
 
 # Below this normalised correlation the stems do not resemble the original enough to trust a lag.
 MIN_CONFIDENCE = 0.2

@@ -3,7 +3,7 @@
 ffmpeg is run with an argument list (never a shell) and every path is passed absolute with a
 ``file:`` prefix, so names with spaces, quotes, ``$(...)`` or a leading ``-`` are never parsed
 as options or protocols. Outputs go to a temporary name in the destination folder
-(see ``audio_io.atomic_path``) and are ``os.replace()``d into place once complete.
+(see ``utils.atomic_files.atomic_path``) and are ``os.replace()``d into place once complete.
 
 Gapless MP3 (measured with this module's encoder, ffmpeg 9 / libmp3lame, on 44.1 kHz stereo):
 ffmpeg's libmp3lame writes a LAME/Xing "Info" header holding the encoder delay and padding.
@@ -22,14 +22,14 @@ late with ffmpeg's encoder (Apple documents 2112 for its own), a constant offset
 import logging
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import soundfile as sf
 
-from audio_utils.audio_io import atomic_path
-from utils.errors import ConfigError, InputError, OutputError
+from utils.atomic_files import atomic_path
+from utils.errors import InputError, OutputError
+from utils.ffmpeg import ffmpeg_exe
 
 log = logging.getLogger(__name__)
 
@@ -51,24 +51,6 @@ _TRUNCATION_SLACK_FRACTION = 0.01
 _LEVEL_RE = re.compile(r"\[(error|fatal|panic|warning)\] ?(.*)")
 _CONTEXT_RE = re.compile(r"\[[^\]]*@ 0x[0-9a-f]+\] ?")
 _DURATION_RE = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
-
-
-def ffmpeg_exe() -> str:
-    """Path of the ffmpeg to run: one on PATH, else the binary bundled by imageio-ffmpeg.
-
-    Raises:
-        InputError: when neither exists.
-    """
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
-    try:
-        import imageio_ffmpeg
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except (ImportError, RuntimeError) as exc:
-        raise InputError(f"no ffmpeg found (PATH has none, imageio-ffmpeg: {exc}); m4a/aac/"
-                         "opus/webm inputs and MP3 export need it: install ffmpeg or "
-                         "`pip install imageio-ffmpeg`") from exc
 
 
 def needs_ffmpeg(path: Path) -> bool:
@@ -124,11 +106,11 @@ def encode_mp3(wav_path: Path, mp3_path: Path, bitrate_kbps: int = 320,
             entries whose value is None or blank are left out.
 
     Raises:
-        ConfigError: bitrate or tag name not allowed.
+        ValueError: bitrate or tag name not allowed (the caller's contract).
         OutputError: the WAV cannot be read or the MP3 cannot be written.
     """
     if bitrate_kbps not in MP3_BITRATES_KBPS:
-        raise ConfigError(f"mp3_bitrate={bitrate_kbps!r} is not an MP3 CBR bitrate; "
+        raise ValueError(f"mp3_bitrate={bitrate_kbps!r} is not an MP3 CBR bitrate; "
                           f"use one of {', '.join(map(str, MP3_BITRATES_KBPS))}")
     wav_path = Path(wav_path).absolute()
     try:
@@ -148,7 +130,7 @@ def encode_mp3(wav_path: Path, mp3_path: Path, bitrate_kbps: int = 320,
         if value is None or str(value).strip() == "":
             continue  # an unknown artist is no tag, not the text "None"
         if not re.fullmatch(r"[a-z_]+", str(key)):
-            raise ConfigError(f"MP3 tag name {key!r} is not allowed; use lowercase names "
+            raise ValueError(f"MP3 tag name {key!r} is not allowed; use lowercase names "
                               "such as title, artist, album")
         args += ["-metadata", f"{key}={_one_line(str(value))}"]
     args += ["-f", "mp3"]

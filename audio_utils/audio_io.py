@@ -7,39 +7,18 @@ Files are read in blocks so memory does not grow with track length.
 
 import logging
 import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from audio_utils.matching import match_channels
+from utils.atomic_files import new_temp
 from utils.errors import InputError, OutputError
 
 log = logging.getLogger(__name__)
 
 WAV_SUBTYPES = {"pcm16": "PCM_16", "pcm24": "PCM_24", "float32": "FLOAT"}
-TMP_MARK = ".vtrace-tmp"
-WORK_PREFIX = ".vtrace-work-"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def _new_temp(final_path, suffix):
-    """A temporary file next to ``final_path`` with the permissions a plain open() would give
-    (mkstemp's are owner-only)."""
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{final_path.stem[:80]}", suffix=TMP_MARK + suffix,
-                                   dir=final_path.parent)
-    except OSError as exc:
-        raise OutputError(f"cannot write in folder={str(final_path.parent)!r}: "
-                          f"{exc.strerror}; check it exists and is writable") from None
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)
-    return Path(tmp)
-
-
 def audio_info(path):
     """``(samplerate, channels, frames)`` of a file soundfile can read; InputError otherwise."""
     path = Path(path)
@@ -134,29 +113,6 @@ class BlockReader:
         self.close()
 
 
-@contextmanager
-def atomic_path(final_path):
-    """Yield a temporary path next to ``final_path``; rename it over ``final_path`` on success.
-
-    On any error (Ctrl-C included) the temporary file is removed, so an interrupted run never
-    leaves a file that looks finished.
-    """
-    final_path = Path(final_path)
-    final_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _new_temp(final_path, final_path.suffix)
-    try:
-        yield tmp
-        os.replace(tmp, final_path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text_atomic(path, text):
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
 class BlockWriter:
     """Writes float32 ``(channels, n)`` blocks to a WAV under a temporary name.
 
@@ -167,7 +123,7 @@ class BlockWriter:
     def __init__(self, final_path, samplerate, channels, wav_format="pcm24", frames=None):
         self.final_path = Path(final_path)
         self.final_path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp_path = _new_temp(self.final_path, ".wav")
+        self.tmp_path = new_temp(self.final_path, ".wav")
         bytes_per_sample = {"pcm16": 2, "pcm24": 3, "float32": 4}[wav_format]
         # Plain WAV sizes overflow past 4 GiB; RF64 is the standard extension for longer files.
         big = frames is not None and frames * channels * bytes_per_sample >= 2**32 - 2**20
@@ -247,19 +203,6 @@ def resample_file(src, dst, samplerate, block=1 << 18):
         if written < want:
             out.write(np.zeros((channels, want - written), dtype=np.float32))
         out.commit()
-
-
-def remove_stale_temps(folder):
-    """Delete temporary files and work folders an interrupted earlier run left in ``folder``."""
-    import shutil
-
-    folder = Path(folder)
-    if folder.is_dir():
-        for p in folder.iterdir():
-            if TMP_MARK in p.name and p.is_file():
-                p.unlink(missing_ok=True)
-            elif p.name.startswith(WORK_PREFIX) and p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
 
 
 def _reason(exc):

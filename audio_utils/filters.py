@@ -27,8 +27,7 @@ import math
 import numpy as np
 from scipy import ndimage, signal
 
-from processors.audio_checks import check_audio
-from utils.errors import UsageError
+from audio_utils.audio_checks import check_audio
 
 _DETECTOR_MS = 20.0   # one period of 50 Hz: the RMS of bass bleed does not ripple
 _CONTEXT_TOL = 1e-6   # blockwise vs whole error allowed, in full scale
@@ -39,7 +38,7 @@ _GAIN_SNAP = 1e-9     # ramp states this close to 0 or 1 are exactly closed/open
 
 def _check_rate(sr):
     if not (isinstance(sr, (int, np.integer)) or float(sr).is_integer()) or sr <= 0:
-        raise UsageError(f"sample rate sr={sr} is not valid; use a positive whole number of Hz")
+        raise ValueError(f"sample rate sr={sr} is not valid; use a positive whole number of Hz")
     return int(sr)
 
 
@@ -47,13 +46,13 @@ def _butter_sos(sr, cutoff_hz, kind, order):
     """Second-order sections of one pass, designed so that two passes give -3 dB at cutoff."""
     sr = _check_rate(sr)
     if kind not in ("highpass", "lowpass"):
-        raise UsageError(f"filter kind={kind!r} is unknown; use 'highpass' or 'lowpass'")
+        raise ValueError(f"filter kind={kind!r} is unknown; use 'highpass' or 'lowpass'")
     if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 1:
-        raise UsageError(f"filter_order={order!r} is not valid; use a whole number >= 1 "
+        raise ValueError(f"filter_order={order!r} is not valid; use a whole number >= 1 "
                          "(each pass is a Butterworth of that order)")
     nyquist = sr / 2.0
     if not (isinstance(cutoff_hz, (int, float, np.number)) and 0.0 < cutoff_hz < nyquist):
-        raise UsageError(f"{kind} cutoff_hz={cutoff_hz!r} is out of range; use a frequency "
+        raise ValueError(f"{kind} cutoff_hz={cutoff_hz!r} is out of range; use a frequency "
                          f"between 0 and the Nyquist frequency {nyquist:g} Hz (sr={sr})")
     # Filtering forward and backward squares |H|. A digital Butterworth (bilinear, prewarped)
     # has |H|^2 = 1 / (1 + (t/tc)^(2N)) with t = tan(pi f / sr) for a lowpass (tc/t for a
@@ -85,7 +84,7 @@ def butter_zero_phase(x, sr, cutoff_hz, kind, order=4):
         float32 (channels, samples), a new array.
 
     Raises:
-        UsageError: bad cutoff, kind, order or sample rate.
+        ValueError: bad cutoff, kind, order or sample rate.
     """
     check_audio(x, "filter input")
     sos = _butter_sos(sr, cutoff_hz, kind, order)
@@ -121,15 +120,15 @@ def _filter_context(sr, cutoff_hz, kind, order):
 
 def _ms_to_samples(ms, sr, name):
     if not (isinstance(ms, (int, float, np.number)) and math.isfinite(ms) and ms >= 0):
-        raise UsageError(f"{name}={ms!r} is not valid; use a time in ms >= 0")
+        raise ValueError(f"{name}={ms!r} is not valid; use a time in ms >= 0")
     return int(round(ms * sr / 1000.0))
 
 
 def _check_db(value, name, upper=None):
     if not (isinstance(value, (int, float, np.number)) and math.isfinite(value)):
-        raise UsageError(f"{name}={value!r} is not valid; use a finite level in dB")
+        raise ValueError(f"{name}={value!r} is not valid; use a finite level in dB")
     if upper is not None and value > upper:
-        raise UsageError(f"{name}={value!r} is out of range; use a level <= {upper:g} dB")
+        raise ValueError(f"{name}={value!r} is out of range; use a level <= {upper:g} dB")
 
 
 def _gate_state(x, sr, threshold_db, attack_ms, release_ms, hold_ms):
@@ -206,7 +205,7 @@ def noise_gate(x, sr, threshold_db, attack_ms, release_ms, hold_ms, range_db):
     check_audio(x, "noise gate input")
     _check_db(range_db, "range_db", upper=0.0)
     if range_db < -120.0:
-        raise UsageError(f"range_db={range_db!r} is out of range; use -120 <= range_db <= 0")
+        raise ValueError(f"range_db={range_db!r} is out of range; use -120 <= range_db <= 0")
     u = _gate_state(x, sr, threshold_db, attack_ms, release_ms, hold_ms)
     gain = np.power(10.0, range_db * (1.0 - u) / 20.0)
     return (x * gain).astype(np.float32)
@@ -231,7 +230,7 @@ def gate_weight(vocals, sr, threshold_db, attack_ms, release_ms, hold_ms, w_acti
     """
     check_audio(vocals, "vocal stem")
     if not (isinstance(w_active, (int, float, np.number)) and math.isfinite(w_active)):
-        raise UsageError(f"w_active={w_active!r} is not valid; use a finite blend weight")
+        raise ValueError(f"w_active={w_active!r} is not valid; use a finite blend weight")
     u = _gate_state(vocals, sr, threshold_db, attack_ms, release_ms, hold_ms)
     s = u * u * (3.0 - 2.0 * u)
     w = 1.0 - (1.0 - float(w_active)) * s

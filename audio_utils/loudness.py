@@ -19,8 +19,7 @@ import soxr
 from pyloudnorm.iirfilter import IIRfilter
 from scipy import signal
 
-from processors.audio_checks import check_audio
-from utils.errors import UsageError
+from audio_utils.audio_checks import check_audio
 
 _BLOCK_S = 0.400
 _STEP = 0.25                           # hop = 25 % of a block (75 % overlap)
@@ -45,9 +44,9 @@ class LoudnessMeter:
 
     def __init__(self, sr, channels):
         if not (float(sr).is_integer() and sr > 0):
-            raise UsageError(f"sample rate sr={sr} is not valid; use a positive whole number")
+            raise ValueError(f"sample rate sr={sr} is not valid; use a positive whole number")
         if not (isinstance(channels, (int, np.integer)) and 1 <= channels <= 5):
-            raise UsageError(f"channels={channels!r} is not supported for loudness; "
+            raise ValueError(f"channels={channels!r} is not supported for loudness; "
                              "BS.1770 defines 1 to 5 channels")
         self.sr = int(sr)
         self.channels = int(channels)
@@ -70,7 +69,7 @@ class LoudnessMeter:
     def feed(self, block):
         """Add the next block, float32 (channels, samples); blocks must be contiguous."""
         if self._finished:
-            raise UsageError("LoudnessMeter.feed was called after reading a result; "
+            raise ValueError("LoudnessMeter.feed was called after reading a result; "
                              "use a new meter for a new signal")
         check_audio(block, "loudness block", channels=self.channels)
         n = block.shape[1]
@@ -171,10 +170,10 @@ def match_gain(target_lufs, measured_lufs, measured_true_peak_dbtp, ceiling_dbtp
     for name, value in (("target_lufs", target_lufs), ("measured_lufs", measured_lufs),
                         ("measured_true_peak_dbtp", measured_true_peak_dbtp)):
         if value is None or math.isnan(value) or value == math.inf:
-            raise UsageError(f"{name}={value!r} is not a loudness; pass a finite value "
+            raise ValueError(f"{name}={value!r} is not a loudness; pass a finite value "
                              "or -inf for silence")
     if not math.isfinite(ceiling_dbtp):
-        raise UsageError(f"ceiling_dbtp={ceiling_dbtp!r} is not valid; use a finite dBTP "
+        raise ValueError(f"ceiling_dbtp={ceiling_dbtp!r} is not valid; use a finite dBTP "
                          "value such as -1.0")
     if target_lufs == -math.inf:
         return GainMatch(1.0, "loudness not matched: the original is silent "

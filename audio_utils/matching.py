@@ -5,7 +5,7 @@ Pure functions on float32 ``(channels, samples)`` arrays; inputs are never modif
 
 import numpy as np
 
-from processors.audio_checks import check_audio
+from audio_utils.audio_checks import check_audio
 
 _C = np.float32(1.0 / np.sqrt(2.0))  # -3 dB, the ITU-R BS.775 downmix coefficient
 

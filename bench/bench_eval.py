@@ -16,8 +16,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils import evaluate_metrics as em  # noqa: E402
-from utils.evaluation import evaluate_track  # noqa: E402
+from audio_utils import metrics as em  # noqa: E402
+from processors.evaluation import evaluate_track  # noqa: E402
 
 GOAL_S = 5.0
 SR = 44100

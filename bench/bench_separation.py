@@ -34,14 +34,14 @@ TESTBED = ROOT.parent / "shared" / "testbed" / "mixes" / "song_one.flac"
 
 MINE = """
 import sys; sys.path.insert(0, {root!r})
-from utils.separation import DemucsSeparator
+from processors.separation import DemucsSeparator
 DemucsSeparator({model!r}, model_repo={repo!r}, other_method={method!r}).separate_file(
     {clip!r}, {out!r})
 """
 
 WORKER = """
 import sys; sys.path.insert(0, {root!r})
-from utils.separation import DemucsSeparator
+from processors.separation import DemucsSeparator
 sep = DemucsSeparator({model!r}, model_repo={repo!r}, thread={thread})
 for i, clip in enumerate({clips!r}):
     sep.separate_file(clip, {out!r} + str(i))
@@ -49,7 +49,7 @@ for i, clip in enumerate({clips!r}):
 
 RSS_CHILD = """
 import resource, sys, time; sys.path.insert(0, {root!r})
-from utils.separation import DemucsSeparator
+from processors.separation import DemucsSeparator
 class Stop(BaseException): pass
 t0, state = time.perf_counter(), {{"done": 0.0}}
 def progress(done, total):

@@ -15,8 +15,8 @@ import math
 
 import numpy as np
 
-from processors.audio_checks import check_audio
-from utils.errors import ConfigError, InputError
+from audio_utils.audio_checks import check_audio
+from utils.errors import InputError
 
 BLEND_MODES = ("linear", "exp", "log", "power", "smoothstep", "gate")
 # Modes whose weight is a fixed function of alpha; "gate" uses the linear weight while a vocal
@@ -42,13 +42,13 @@ def blend_weight(alpha, mode="linear", gamma=2.0):
         return a ** float(gamma)
     if mode == "smoothstep":
         return 3.0 * a * a - 2.0 * a ** 3
-    raise ConfigError(f"blend_mode={mode!r} is not one of {', '.join(BLEND_MODES)}")
+    raise ValueError(f"blend_mode={mode!r} is not one of {', '.join(BLEND_MODES)}")
 
 
 def alpha_for_vocal_gain_db(gain_db, mode="linear", gamma=2.0):
     """The ``alpha`` in [0, 1] whose blend changes the vocal by exactly ``gain_db`` dB.
 
-    Inverts ``blend_weight`` for ``w = 10**(gain_db/20)``. Raises ConfigError, naming the range
+    Inverts ``blend_weight`` for ``w = 10**(gain_db/20)``. Raises ValueError, naming the range
     of gains the mode can reach, when no alpha in [0, 1] gives that gain.
     """
     if mode == "gate":
@@ -58,7 +58,7 @@ def alpha_for_vocal_gain_db(gain_db, mode="linear", gamma=2.0):
     w_min, w_max = min(lo, hi), max(lo, hi)
     if not (w_min - 1e-12 <= w <= w_max + 1e-12):
         reach = " to ".join(_db_text(v) for v in (w_min, w_max))
-        raise ConfigError(f"vocal_gain_db={gain_db} cannot be reached with blend_mode={mode}: "
+        raise ValueError(f"vocal_gain_db={gain_db} cannot be reached with blend_mode={mode}: "
                           f"it spans {reach}; choose a gain in that range or another mode")
     w = min(max(w, w_min), w_max)
     if mode == "linear":

@@ -9,7 +9,8 @@ import scipy.signal
 import soundfile as sf
 
 from audio_utils import audio_conversion as ac
-from utils.errors import ConfigError, InputError, OutputError
+from utils import ffmpeg as ffmpeg_lookup
+from utils.errors import InputError, OutputError
 
 # Named tolerances (SNR of the decode against the source WAV, on the harmonic test signal).
 MP3_320_MIN_SNR_DB = 40.0   # measured 58 dB: a shift of one sample would drop it below 10 dB
@@ -39,7 +40,7 @@ def read(path):
 
 
 def ffmpeg(*args):
-    subprocess.run([ac.ffmpeg_exe(), "-v", "error", "-nostdin", "-y", *args], check=True)
+    subprocess.run([ffmpeg_lookup.ffmpeg_exe(), "-v", "error", "-nostdin", "-y", *args], check=True)
 
 
 def lag(ref, y):
@@ -68,14 +69,14 @@ def ref44(tmp_path):
 # ---- ffmpeg and the input policy ------------------------------------------------------
 
 def test_ffmpeg_exe_runs():
-    out = subprocess.run([ac.ffmpeg_exe(), "-version"], capture_output=True, text=True)
+    out = subprocess.run([ffmpeg_lookup.ffmpeg_exe(), "-version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("ffmpeg version")
 
 
 def test_ffmpeg_exe_falls_back_to_imageio(monkeypatch):
     import imageio_ffmpeg
-    monkeypatch.setattr(ac.shutil, "which", lambda name: None)
-    assert ac.ffmpeg_exe() == imageio_ffmpeg.get_ffmpeg_exe()
+    monkeypatch.setattr(ffmpeg_lookup.shutil, "which", lambda name: None)
+    assert ffmpeg_lookup.ffmpeg_exe() == imageio_ffmpeg.get_ffmpeg_exe()
 
 
 def test_ffmpeg_exe_missing_everywhere(monkeypatch):
@@ -83,10 +84,10 @@ def test_ffmpeg_exe_missing_everywhere(monkeypatch):
 
     def missing():
         raise RuntimeError("No ffmpeg exe could be found")
-    monkeypatch.setattr(ac.shutil, "which", lambda name: None)
+    monkeypatch.setattr(ffmpeg_lookup.shutil, "which", lambda name: None)
     monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", missing)
     with pytest.raises(InputError, match="no ffmpeg found"):
-        ac.ffmpeg_exe()
+        ffmpeg_lookup.ffmpeg_exe()
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -287,7 +288,7 @@ def test_mp3_high_rate_is_resampled(tmp_path):
     ({"tags": {"Title; rm": "x"}}, "tag name")])
 def test_mp3_bad_settings(tmp_path, ref44, kwargs, match):
     wav, _ = ref44
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(ValueError, match=match):
         ac.encode_mp3(wav, tmp_path / "x.mp3", **kwargs)
     assert not (tmp_path / "x.mp3").exists() and leftovers(tmp_path) == []
 

@@ -100,7 +100,7 @@ def test_odd_names_and_same_stem_names_never_collide(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count(" ok ") == len(names)
     assert not (Path.cwd() / "pwned").exists() and not (tmp_path / "pwned").exists()
-    from utils.file_utils import sanitize_name
+    from utils.inputs import sanitize_name
 
     for name in names:
         stem = sanitize_name(Path(name).stem)

@@ -1,4 +1,4 @@
-"""Known answers for processors.vtrace_core and processors.audio_checks."""
+"""Known answers for processors.vtrace_core and audio_utils.audio_checks."""
 
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from processors import vtrace_core as core
-from processors.audio_checks import check_audio
-from utils.errors import ConfigError, InputError
+from audio_utils.audio_checks import check_audio
+from utils.errors import InputError
 
 
 @pytest.mark.parametrize("mode,alpha,expected", [
@@ -29,7 +29,7 @@ def test_power_uses_gamma():
 
 
 def test_unknown_mode_is_a_config_error():
-    with pytest.raises(ConfigError, match="blend_mode='cubic'"):
+    with pytest.raises(ValueError, match="blend_mode='cubic'"):
         core.blend_weight(0.5, "cubic")
 
 
@@ -113,7 +113,7 @@ def test_vocal_gain_db_minus_20_is_linear_alpha_0_1():
 
 
 def test_vocal_gain_out_of_reach_names_the_range():
-    with pytest.raises(ConfigError, match=r"vocal_gain_db=-20.*exp.*-8.69 dB"):
+    with pytest.raises(ValueError, match=r"vocal_gain_db=-20.*exp.*-8.69 dB"):
         core.alpha_for_vocal_gain_db(-20.0, "exp")
 
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from main import main
 from tests.conftest import write
-from utils.evaluation import CSV_COLUMNS
+from processors.evaluation import CSV_COLUMNS
 
 
 def test_eval_reports_json_csv_and_plot(song, capsys):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from utils import evaluate_metrics as em
-from utils import evaluation as ev
+from audio_utils import metrics as em
+from processors import evaluation as ev
 from utils.errors import InputError
 
 SR = 16000

@@ -8,7 +8,7 @@ import pyloudnorm
 import pytest
 
 from audio_utils.loudness import LoudnessMeter, match_gain, measure
-from utils.errors import InputError, UsageError
+from utils.errors import InputError
 
 
 def _program(sr, channels, seconds, seed=0):
@@ -112,7 +112,7 @@ def test_match_gain_leaves_silence_alone_with_a_reason(target, measured, peak):
 
 
 def test_match_gain_rejects_nan():
-    with pytest.raises(UsageError, match="measured_lufs"):
+    with pytest.raises(ValueError, match="measured_lufs"):
         match_gain(-14.0, float("nan"), -3.0)
 
 
@@ -124,7 +124,7 @@ def test_meter_checks_its_input_and_refuses_feed_after_reading():
         meter.feed(np.zeros((4800, 2), np.float32))          # (samples, channels)
     meter.feed(np.zeros((2, 4800), np.float32))
     meter.integrated_lufs()
-    with pytest.raises(UsageError):
+    with pytest.raises(ValueError):
         meter.feed(np.zeros((2, 4800), np.float32))
-    with pytest.raises(UsageError):
+    with pytest.raises(ValueError):
         LoudnessMeter(48000, 6)

@@ -9,10 +9,10 @@ import soundfile as sf
 import torch
 import yaml
 
-import utils.demucs_stream as demucs_stream
-import utils.separation as separation
-from utils.errors import ConfigError, InputError, SeparationError, UsageError
-from utils.separation import DemucsSeparator, resolve_device, stems_exist
+import processors.demucs_stream as demucs_stream
+import processors.separation as separation
+from utils.errors import InputError, SeparationError, UsageError
+from processors.separation import DemucsSeparator, resolve_device, stems_exist
 
 SR = 44100
 SOURCES = ["drums", "bass", "other", "vocals"]
@@ -105,7 +105,7 @@ def test_mono_is_duplicated_and_other_rates_resampled(tmp_path):
 def test_more_than_two_channels_are_downmixed_with_a_warning(tmp_path, caplog):
     x = _write_mix(tmp_path / "surround.wav", seconds=0.5, channels=4)
     sep = DemucsSeparator("demucs_unittest", device="cpu", shifts=0, other_method="minus")
-    with caplog.at_level(logging.WARNING, logger="utils.separation"):
+    with caplog.at_level(logging.WARNING, logger="processors.separation"):
         res = sep.separate_file(tmp_path / "surround.wav", tmp_path / "out")
     assert "4 channels" in caplog.text
     vocals, no_vocals = _read(res.vocals)[0], _read(res.no_vocals)[0]
@@ -145,12 +145,12 @@ def test_minus_on_a_bag_runs_only_the_vocals_model(tmp_path, repo, monkeypatch):
     assert np.abs(runs["add"][1] - ref["vocals"].numpy()).max() < 1e-5
 
 
-def test_unknown_names_and_repos_are_one_line_usage_errors(tmp_path, repo):
+def test_unknown_names_and_repos_are_one_line_separation_errors(tmp_path, repo):
     cases = [("no_such_model", None, "unknown demucs_model=no_such_model"),
              ("nope", repo, "demucs_model=nope is not in model_repo="),
              ("tiny", tmp_path / "missing", "is not a folder")]
     for name, where, text in cases:
-        with pytest.raises(UsageError) as err:
+        with pytest.raises(SeparationError) as err:
             DemucsSeparator(name, model_repo=where).check_options()
         assert text in str(err.value) and "\n" not in str(err.value)
 
@@ -158,7 +158,7 @@ def test_unknown_names_and_repos_are_one_line_usage_errors(tmp_path, repo):
 def test_download_failure_names_model_caches_and_fix(monkeypatch):
     import demucs.pretrained
 
-    import utils.separation as separation
+    import processors.separation as separation
 
     def offline(name, repo=None):
         raise OSError("<urlopen error [Errno -2] Name or service not known>\nmore")
@@ -174,17 +174,17 @@ def test_download_failure_names_model_caches_and_fix(monkeypatch):
 def test_value_checks_alone_do_not_load_the_model():
     sep = DemucsSeparator("no_such_model", device="cpu")
     sep.check_options(load_model=False)
-    assert sep._model is None
-    with pytest.raises(ConfigError, match="overlap=2"):
+    assert not sep.loaded
+    with pytest.raises(ValueError, match="overlap=2"):
         DemucsSeparator("no_such_model", overlap=2).check_options(load_model=False)
 
 
 @pytest.mark.parametrize("options, error", [
     (dict(segment=1.5), UsageError),  # the tiny transformer was built for 1 s
-    (dict(overlap=1.0), ConfigError),
-    (dict(shifts=-1), ConfigError),
-    (dict(other_method="none"), ConfigError),
-    (dict(device="tpu"), ConfigError),
+    (dict(overlap=1.0), ValueError),  # ruled out by Config.validate: the caller's contract
+    (dict(shifts=-1), ValueError),
+    (dict(other_method="none"), ValueError),
+    (dict(device="tpu"), ValueError),
 ])
 def test_bad_options_fail_up_front(repo, options, error):
     with pytest.raises(error):

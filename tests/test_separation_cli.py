@@ -32,7 +32,7 @@ def test_separates_writes_layout_and_reuses_it(tmp_path, capsys, monkeypatch):
         assert manifest["stems"]["separated_by_this_run"] is True
 
     # a second run finds the stems and never loads the model
-    import utils.separation as separation
+    import processors.separation as separation
 
     def boom(*a, **k):
         raise AssertionError("the model was loaded")
@@ -86,7 +86,7 @@ def test_unknown_model_fails_each_track_with_one_line(tmp_path, capsys):
 
 
 def test_segment_the_model_cannot_take_ends_the_run_up_front(tmp_path, capsys, monkeypatch):
-    import utils.separation as separation
+    import processors.separation as separation
 
     monkeypatch.setattr(separation, "_max_segment", lambda model: 1.0)
     vocals, inst = tone_mix(seconds=1.0)
@@ -120,7 +120,7 @@ def test_stems_only_run_never_imports_torch(tmp_path):
 
 
 def test_no_network_and_no_cache_is_one_plain_line(tmp_path, capsys, monkeypatch):
-    import utils.separation as separation
+    import processors.separation as separation
 
     monkeypatch.setattr(separation, "_network_reachable", lambda *a, **k: False)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_hf_cache"))

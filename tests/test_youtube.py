@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from utils.errors import ConfigError
 from utils.youtube import (INDEX_NAME, LinkResult, _refusal, describe_error, download_links,
                            sanitize_name)
 
@@ -255,10 +254,10 @@ def test_sanitize_name_limits_utf8_bytes_without_splitting():
     assert name == "é" * 100 and len(name.encode("utf-8")) == 200
 
 
-def test_bad_arguments_raise_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="max_duration=-1"):
+def test_bad_arguments_break_the_contract(tmp_path):
+    with pytest.raises(ValueError, match="max_duration=-1"):
         download_links([], tmp_path, False, -1)
-    with pytest.raises(ConfigError, match="link="):
+    with pytest.raises(TypeError, match="link="):
         download_links("https://example.com/a", tmp_path, False, None)
     assert download_links([], tmp_path / "new", False, None) == []
 

@@ -10,16 +10,16 @@ import hashlib
 import json
 import logging
 import re
-import shutil
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 from urllib.parse import urlsplit
 
-from audio_utils.audio_io import write_text_atomic
-from utils.errors import ConfigError, OutputError
-from utils.file_utils import MAX_NAME_BYTES, sanitize_name
+from utils.atomic_files import write_text_atomic
+from utils.errors import OutputError, UsageError
+from utils.ffmpeg import ffmpeg_exe
+from utils.inputs import MAX_NAME_BYTES, sanitize_name
 
 log = logging.getLogger(__name__)
 
@@ -66,19 +66,20 @@ def download_links(urls: list[str], download_dir: Path, playlist: bool,
         One LinkResult per link, or per entry of a playlist link, in order.
 
     Raises:
-        ConfigError: only for bad arguments (never for a bad link).
+        TypeError / ValueError: arguments outside the contract (Config.validate rules them
+            out); UsageError: the download folder cannot be created. Never for a bad link.
     """
     if isinstance(urls, str) or not all(isinstance(u, str) for u in urls):
-        raise ConfigError(f"link={urls!r} must be a list of URL strings; give each with -l URL")
+        raise TypeError(f"link={urls!r} must be a list of URL strings; give each with -l URL")
     if max_duration is not None and not (isinstance(max_duration, (int, float))
                                          and 0 < max_duration < float("inf")):
-        raise ConfigError(f"max_duration={max_duration!r} must be a positive number of seconds "
+        raise ValueError(f"max_duration={max_duration!r} must be a positive number of seconds "
                           "or null; fix --max-duration / max_duration")
     folder = Path(download_dir)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ConfigError(f"download_dir={str(folder)!r} cannot be created ({e.strerror}); "
+        raise UsageError(f"download_dir={str(folder)!r} cannot be created ({e.strerror}); "
                           "choose a writable folder with --download-dir") from e
     index = _Index(folder)
     results = []
@@ -187,7 +188,7 @@ def _youtube_dl(folder, playlist, max_duration, progress, socket_timeout, url, r
         "color": "never", "logtostderr": True, "consoletitle": False,
         "progress_hooks": [hook], "match_filter": match_filter,
         "noplaylist": not playlist, "extract_flat": "in_playlist",
-        "format": "bestaudio/best", "ffmpeg_location": _ffmpeg(),
+        "format": "bestaudio/best", "ffmpeg_location": ffmpeg_exe(),
         "postprocessors": [{"key": "FFmpegExtractAudio", "preferredcodec": AUDIO_CODEC}],
         "paths": {"home": str(folder), "temp": str(folder)},
         "outtmpl": {"default": "%(id)s.%(ext)s"}, "restrictfilenames": True,
@@ -362,15 +363,6 @@ def _inside(path, folder):
         return Path(path).resolve().parent == Path(folder).resolve()
     except OSError:
         return False
-
-
-def _ffmpeg():
-    system = shutil.which("ffmpeg")
-    if system:
-        return system
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 def _track_name(title, video_id):

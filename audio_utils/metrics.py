@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from processors.audio_checks import check_audio
+from audio_utils.audio_checks import check_audio
 from utils.errors import InputError
 
 SILENCE_PEAK = 1e-6

@@ -22,9 +22,8 @@ from typing import Callable, Optional
 
 
 from audio_utils.audio_io import BlockWriter
-from utils.demucs_stream import MixReader, Stream, norm_stats
-from utils.errors import (ConfigError, InputError, OutputError, SeparationError, UsageError,
-                          VTraceError)
+from processors.demucs_stream import MixReader, Stream, norm_stats
+from utils.errors import InputError, OutputError, SeparationError, UsageError, VTraceError
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +54,7 @@ def stems_exist(out_dir) -> bool:
 def resolve_device(requested: str) -> str:
     """Map ``auto|cpu|cuda|mps`` to an available torch device name (auto: cuda, mps, cpu)."""
     if requested not in DEVICES:
-        raise ConfigError(f"unknown device={requested!r}; use one of {', '.join(DEVICES)}")
+        raise ValueError(f"unknown device={requested!r}; use one of {', '.join(DEVICES)}")
     import torch
     cuda = torch.cuda.is_available()
     mps = hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
@@ -84,19 +83,20 @@ def _load_model(name: str, repo: Optional[Path], vocals_only: bool = False):
     if repo is not None:
         from demucs.api import list_models
         if not repo.is_dir():
-            raise UsageError(f"model_repo={repo} is not a folder; point --model-repo at the "
-                             "folder holding the model's .yaml/.th files")
+            raise SeparationError(f"model_repo={repo} is not a folder; point --model-repo at "
+                                  "the folder holding the model's .yaml/.th files")
         found = {k for kind in list_models(repo).values() for k in kind}
         if name not in found:
-            raise UsageError(f"demucs_model={name} is not in model_repo={repo} (it holds: "
-                             f"{', '.join(sorted(found)) or 'no .yaml/.th files'}); "
-                             "use one of those names or another --model-repo")
+            raise SeparationError(f"demucs_model={name} is not in model_repo={repo} (it holds: "
+                                  f"{', '.join(sorted(found)) or 'no .yaml/.th files'}); "
+                                  "use one of those names or another --model-repo")
     elif name != "demucs_unittest" and "/" not in name:  # "/" or hf://: a Hugging Face name
         known = {p.stem for p in REMOTE_ROOT.glob("*.yaml")}
         known |= set(_parse_remote_files(REMOTE_ROOT / "files.txt"))
         if name not in known:
-            raise UsageError(f"unknown demucs_model={name}; use one of "
-                             f"{', '.join(sorted(k for k in known if not k[0].isdigit()))}, {fix}")
+            raise SeparationError(
+                f"unknown demucs_model={name}; use one of "
+                f"{', '.join(sorted(k for k in known if not k[0].isdigit()))}, {fix}")
     try:
         bag = _load_bag_for_vocals(name, repo) if vocals_only else None
         return bag if bag is not None else get_model(name, repo)
@@ -232,6 +232,11 @@ class DemucsSeparator:
         return self._model
 
     @property
+    def loaded(self) -> bool:
+        """Whether the model is in memory (a failed load leaves it False)."""
+        return self._model is not None
+
+    @property
     def samplerate(self) -> int:
         return int(self.model.samplerate)
 
@@ -240,21 +245,23 @@ class DemucsSeparator:
         return int(self.model.audio_channels)
 
     def check_options(self, load_model: bool = True) -> None:
-        """Validate the options up front (ConfigError/UsageError).  With ``load_model`` (the
-        default) also load the model and check it against them (vocals source, segment limit);
-        pass False to check values only, e.g. when every track may already be separated."""
+        """Check the options up front.  Values outside their ranges are the caller's contract
+        (ValueError: Config.validate has ruled them out).  The device must exist here and, with
+        ``load_model`` (the default), the loaded model must take the options (vocals source,
+        segment limit): UsageError otherwise.  A model that cannot be loaded raises
+        SeparationError (each track that needs it fails with that reason)."""
         if self._checked:
             return
         if not isinstance(self.shifts, int) or self.shifts < 0:
-            raise ConfigError(f"shifts={self.shifts!r} must be an integer >= 0 (1 is usual)")
+            raise ValueError(f"shifts={self.shifts!r} must be an integer >= 0 (1 is usual)")
         if not 0 <= self.overlap < 1:
-            raise ConfigError(f"overlap={self.overlap!r} must be in [0, 1) (0.25 is usual)")
+            raise ValueError(f"overlap={self.overlap!r} must be in [0, 1) (0.25 is usual)")
         if self.other_method not in OTHER_METHODS:
-            raise ConfigError(f"other_method={self.other_method!r}; use add or minus")
+            raise ValueError(f"other_method={self.other_method!r}; use add or minus")
         if self.segment is not None and not self.segment > 0:
-            raise ConfigError(f"segment={self.segment!r} must be > 0 seconds, or unset")
+            raise ValueError(f"segment={self.segment!r} must be > 0 seconds, or unset")
         if self.thread is not None and (not isinstance(self.thread, int) or self.thread < 1):
-            raise ConfigError(f"thread={self.thread!r} must be an integer >= 1, or unset")
+            raise ValueError(f"thread={self.thread!r} must be an integer >= 1, or unset")
         self._device = resolve_device(self.device)
         if not load_model:
             return
@@ -270,7 +277,7 @@ class DemucsSeparator:
         first = model.models[0] if hasattr(model, "models") else model
         seg = self.segment if self.segment is not None else min(top, float(first.segment))
         if int((1 - self.overlap) * int(seg * model.samplerate)) < 1:
-            raise ConfigError(f"overlap={self.overlap} leaves no hop between segments of "
+            raise UsageError(f"overlap={self.overlap} leaves no hop between segments of "
                               f"{seg} s; lower --overlap")
         self._checked = True
 

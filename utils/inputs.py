@@ -1,7 +1,7 @@
-"""Finding inputs, naming tracks, and the separated/ layout.
+"""Finding inputs and naming tracks: folders expanded into TrackInputs with unique, safe
+names, the identity of an input file, and the default output folder.
 
-The layout is Demucs' own: ``<separated_dir>/<model>/<track>/{vocals,no_vocals}.<ext>``.
-VTrace writes it, reuses it when present, and accepts stems other tools placed there.
+Plumbing: imports nothing from audio_utils/ or processors/.
 """
 
 import hashlib
@@ -90,32 +90,6 @@ def collect_inputs(paths, recursive=False, exclude=()):
         used.add(name.lower())
         tracks.append(TrackInput(f, name, (), separated))
     return tracks
-
-
-def model_folder(model):
-    """The folder Demucs names after a model (``hf://org/name`` becomes ``org_name``)."""
-    return model.replace("hf://", "").replace("/", "_")
-
-
-def stem_paths(separated_dir, model, track):
-    """``(vocals, no_vocals)`` paths of a track's stems if both exist, else None.
-
-    Any audio extension (WAV first); Spleeter's ``accompaniment`` is taken for ``no_vocals``.
-    """
-    folder = stems_folder(separated_dir, model, track)
-    out = []
-    for names in (("vocals",), ("no_vocals", "accompaniment")):
-        found = [folder / f"{n}{ext}" for n in names
-                 for ext in (".wav", ".flac", ".mp3", ".ogg", ".aiff", ".aif")]
-        found = [p for p in found if p.is_file()]
-        if not found:
-            return None
-        out.append(found[0])
-    return tuple(out)
-
-
-def stems_folder(separated_dir, model, track):
-    return Path(separated_dir) / model_folder(model) / track
 
 
 def file_identity(path):

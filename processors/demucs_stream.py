@@ -1,4 +1,4 @@
-"""Demucs' ``apply_model`` as a stream, for ``utils.separation``.
+"""Demucs' ``apply_model`` as a stream, for ``processors.separation``.
 
 ``MixReader`` gives random access to a mix at the model's rate; ``norm_stats`` its mean and
 std over the whole track (as demucs normalises); ``Stream`` walks one sub-model under one
@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from audio_utils.audio_io import TMP_MARK, resample_file
+from audio_utils.audio_io import resample_file
+from utils.atomic_files import TMP_MARK
 from audio_utils.matching import match_channels
 from utils.errors import InputError
 
-logger = logging.getLogger("utils.separation")  # its warnings belong to the separation step
+logger = logging.getLogger("processors.separation")  # its warnings belong to the separation step
 
 # Seconds of mix kept in memory around the segments being separated (about 21 MB at 44.1 kHz).
 READ_BLOCK_S = 60.0

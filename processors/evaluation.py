@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from audio_utils.audio_io import atomic_path, read_audio
-from processors.audio_checks import check_audio
-from utils import evaluate_metrics as em
+from audio_utils.audio_io import read_audio
+from utils.atomic_files import atomic_path
+from audio_utils.audio_checks import check_audio
+from audio_utils import metrics as em
 from utils.errors import InputError
 
 logger = logging.getLogger(__name__)

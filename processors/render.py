@@ -9,6 +9,8 @@ stays flat however long the track is.
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 import numpy as np
 
@@ -21,18 +23,60 @@ OUTPUTS = ("blended", "vocal_residual", "phase_cancel")
 PEAK_TARGET = 10 ** (-1.0 / 20)  # --normalize peak: -1 dBFS
 
 
-def render(readers, frames, sr, channels, w, cfg, wav_paths, progress):
+class Sources(NamedTuple):
+    """The three signals a track is rendered from, as ``BlockReader``s (offset applied)."""
+
+    original: object
+    instrumental: object
+    vocals: object
+
+    def close(self):
+        for reader in self:
+            reader.close()
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """The settings rendering uses; each field is the Config field of the same name."""
+
+    voice_alpha: float
+    blend_mode: str
+    vocal_gate_threshold_db: float
+    vocal_gate_attack_ms: float
+    vocal_gate_release_ms: float
+    vocal_gate_hold_ms: float
+    residual_hpf: float | None
+    residual_lpf: float | None
+    filter_order: int
+    gate_threshold_db: float | None
+    gate_attack_ms: float
+    gate_release_ms: float
+    gate_hold_ms: float
+    gate_range_db: float
+    wav_format: str
+    normalize: str
+    match_loudness: bool
+    block_seconds: float
+
+    @classmethod
+    def of(cls, settings):
+        """Take this class's fields from ``settings`` (a Config, or anything with them)."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
+
+
+def render(sources, frames, sr, channels, w, settings, wav_paths, progress):
     """Compute and write the three outputs; returns ``(gains, peaks, loudness)`` per output.
 
-    Pass 1 writes at unity gain while measuring peaks (and loudness with --match-loudness).
+    ``settings`` is a RenderSettings. Pass 1 writes at unity gain while measuring peaks (and
+    loudness with --match-loudness).
     Only if a gain is needed (a peak over full scale, --normalize peak, a loudness match) is a
     second pass made with the gains, so the usual case reads and computes every block once.
     """
-    block = max(1, int(cfg.block_seconds * sr))
-    plan = shaping(cfg, sr)
+    block = max(1, int(settings.block_seconds * sr))
+    plan = shaping(settings, sr)
     peaks = dict.fromkeys(OUTPUTS, 0.0)
     meters = {}
-    if cfg.match_loudness:
+    if settings.match_loudness:
         from audio_utils.loudness import LoudnessMeter
 
         meters = {k: LoudnessMeter(sr, channels) for k in ("original",) + OUTPUTS}
@@ -43,7 +87,7 @@ def render(readers, frames, sr, channels, w, cfg, wav_paths, progress):
         """One pass over the track as a pipeline: a thread reads and computes block k+1 while
         one thread per output converts and writes block k. Reading, numpy and libsndfile
         release the GIL, so the stages run in parallel."""
-        writers = {k: BlockWriter(p, sr, channels, cfg.wav_format, frames)
+        writers = {k: BlockWriter(p, sr, channels, settings.wav_format, frames)
                    for k, p in wav_paths.items()}
 
         def write(k, y):
@@ -56,12 +100,13 @@ def render(readers, frames, sr, channels, w, cfg, wav_paths, progress):
         try:
             with ThreadPoolExecutor(1) as compute_pool, \
                     ThreadPoolExecutor(1) as write_pool:
-                ahead = compute_pool.submit(compute, readers, *spans[0], w, cfg, sr, plan)
+                ahead = compute_pool.submit(compute, sources, *spans[0], w,
+                                             settings.voice_alpha, sr, plan)
                 for i, (start, stop) in enumerate(spans):
                     o, outs = ahead.result()
                     if i + 1 < len(spans):
-                        ahead = compute_pool.submit(compute, readers, *spans[i + 1], w, cfg,
-                                                    sr, plan)
+                        ahead = compute_pool.submit(compute, sources, *spans[i + 1], w,
+                                                    settings.voice_alpha, sr, plan)
                     if measure and meters:
                         for k, y in outs.items():
                             meters[k].feed(y)
@@ -80,7 +125,7 @@ def render(readers, frames, sr, channels, w, cfg, wav_paths, progress):
         return writers
 
     writers = pass_(dict.fromkeys(OUTPUTS, 1.0), measure=True)
-    gains, loudness = _gains(peaks, meters, cfg)
+    gains, loudness = _gains(peaks, meters, settings)
     if any(g != 1.0 for g in gains.values()):
         for wr in writers.values():
             wr.discard()
@@ -91,17 +136,17 @@ def render(readers, frames, sr, channels, w, cfg, wav_paths, progress):
     return gains, peaks, loudness
 
 
-def shaping(cfg, sr):
+def shaping(settings, sr):
     """What the residual cleanup and the gate blend need: their parameters and the block
     margin that makes blockwise results equal whole-track ones."""
-    residual = {k: getattr(cfg, k) for k in (
+    residual = {k: getattr(settings, k) for k in (
         "residual_hpf", "residual_lpf", "filter_order", "gate_threshold_db", "gate_attack_ms",
         "gate_release_ms", "gate_hold_ms", "gate_range_db")}
     active = any(residual[k] is not None for k in ("residual_hpf", "residual_lpf",
                                                    "gate_threshold_db"))
     gate = None
-    if cfg.blend_mode == "gate":
-        gate = {k.replace("vocal_gate_", ""): getattr(cfg, k) for k in (
+    if settings.blend_mode == "gate":
+        gate = {k.replace("vocal_gate_", ""): getattr(settings, k) for k in (
             "vocal_gate_threshold_db", "vocal_gate_attack_ms", "vocal_gate_release_ms",
             "vocal_gate_hold_ms")}
     if not active and gate is None:
@@ -109,13 +154,13 @@ def shaping(cfg, sr):
     from audio_utils import filters  # scipy.signal: a second of import, only when needed
 
     context = filters.required_context(
-        sr, **residual, vocal_gate_threshold_db=cfg.vocal_gate_threshold_db if gate else None,
-        vocal_gate_attack_ms=cfg.vocal_gate_attack_ms,
-        vocal_gate_release_ms=cfg.vocal_gate_release_ms, vocal_gate_hold_ms=cfg.vocal_gate_hold_ms)
+        sr, **residual, vocal_gate_threshold_db=settings.vocal_gate_threshold_db if gate else None,
+        vocal_gate_attack_ms=settings.vocal_gate_attack_ms,
+        vocal_gate_release_ms=settings.vocal_gate_release_ms, vocal_gate_hold_ms=settings.vocal_gate_hold_ms)
     return {"residual": residual if active else None, "gate": gate, "context": context}
 
 
-def compute(readers, start, stop, w, cfg, sr, plan):
+def compute(sources, start, stop, w, voice_alpha, sr, plan):
     """The outputs for samples ``[start, stop)``: ``(original block, {name: block})``.
 
     With residual cleanup or the gate blend, the block is computed with ``context`` samples of
@@ -125,14 +170,14 @@ def compute(readers, start, stop, w, cfg, sr, plan):
     ctx = plan["context"]
     # The margin stops at the track's ends, so the filters treat the ends as they would on
     # the whole track (their own edge padding), not as zeros.
-    a, b = max(start - ctx, 0), min(stop + ctx, readers[0].frames)
-    o, inst, voc = (r.read(a, b) for r in readers)
+    a, b = max(start - ctx, 0), min(stop + ctx, sources.original.frames)
+    o, inst, voc = (r.read(a, b) for r in sources)
     r = core.residual(o, inst)
     if plan["residual"] is not None:
         from audio_utils.filters import shape_residual
 
         r = shape_residual(r, sr, **plan["residual"])
-    v = core.voice(r, voc, cfg.voice_alpha)
+    v = core.voice(r, voc, voice_alpha)
     weight = w
     if plan["gate"] is not None:
         from audio_utils.filters import gate_weight
@@ -147,9 +192,9 @@ def compute(readers, start, stop, w, cfg, sr, plan):
     return o, outs
 
 
-def _gains(peaks, meters, cfg):
+def _gains(peaks, meters, settings):
     """Gains per output, and the loudness measured (LUFS / dBTP, after the gains)."""
-    if cfg.normalize == "peak":
+    if settings.normalize == "peak":
         gains = {k: (PEAK_TARGET / p if p > 0 else 1.0) for k, p in peaks.items()}
     else:
         gains = dict.fromkeys(peaks, core.clip_gain(max(peaks.values())))

@@ -1,0 +1,185 @@
+"""Running a batch of tracks through one Engine: in this process, or with worker processes.
+
+Every track ends in a TrackResult (ok, skipped or failed with a reason); one bad file never
+stops the batch. With ``thread`` N > 1 this process works as one of the N workers and N-1
+spawned worker processes take the other tracks: each builds its own Engine from the same
+Config (model loaded once per process, ``max(1, cores // N)`` torch threads). A dispatcher
+thread here hands each worker its next track when it reports the previous one, so this
+process always knows which track each worker holds: a worker that dies fails only that track.
+"""
+
+import logging
+import logging.handlers
+import multiprocessing as mp
+import queue as queue_module
+import signal
+import threading
+from collections import deque
+from pathlib import Path
+
+from processors.engine import Engine
+from processors.progress import Progress
+from processors.track import TrackResult
+from utils.atomic_files import remove_stale_temps
+
+log = logging.getLogger(__name__)
+
+_POLL_SECONDS = 0.2  # how often the dispatcher looks for a worker that died
+
+
+def run_batch(engine, tracks, out_root, total_seconds=0.0):
+    """Process every TrackInput with ``engine``; returns their TrackResults in input order."""
+    cfg = engine.cfg
+    progress = Progress(len(tracks), total_seconds, cfg.quiet)
+    engine.separation_progress = progress.separation
+    try:
+        return _Batch(engine, tracks, out_root, progress).run()
+    finally:
+        engine.separation_progress = None
+        progress.close()
+
+
+class _Batch:
+    def __init__(self, engine, tracks, out_root, progress):
+        self.engine, self.tracks, self.out_root = engine, tracks, out_root
+        self.progress = progress
+        self.pending = deque(enumerate(tracks))
+        self.results = {}
+        self.lock = threading.Condition()
+
+    def take(self):
+        with self.lock:
+            return self.pending.popleft() if self.pending else None
+
+    def record(self, i, result, counted=0.0):
+        with self.lock:
+            self.results[i] = result
+            self.lock.notify_all()
+        self.progress.track_done(result, counted)
+
+    def run(self):
+        helpers = min(self.engine.cfg.thread, len(self.tracks)) - 1
+        workers = _Workers(self, helpers) if helpers > 0 else None
+        try:
+            if workers is not None:
+                workers.start()
+            while True:
+                item = self.take()
+                if item is None:
+                    break
+                i, track = item
+                counted = [0.0]
+
+                def on_audio(seconds, counted=counted):
+                    counted[0] += seconds
+                    self.progress.audio(seconds)
+
+                self.record(i, self.engine.process(track, self.out_root, on_audio), counted[0])
+            with self.lock:
+                while len(self.results) < len(self.tracks):
+                    self.lock.wait(_POLL_SECONDS)
+        except BaseException:
+            if workers is not None:
+                workers.stop()
+                for i, t in enumerate(self.tracks):  # what the stopped workers held
+                    if i not in self.results:
+                        remove_stale_temps(Path(self.out_root) / t.name)
+            raise
+        if workers is not None:
+            workers.stop()  # all results are in: idle workers end now, not when they notice
+        return [self.results[i] for i in range(len(self.tracks))]
+
+
+class _Workers:
+    """N-1 worker processes fed one track at a time by a dispatcher thread."""
+
+    def __init__(self, batch, count):
+        self.batch, self.count = batch, count
+        self.ctx = mp.get_context("spawn")
+        self.replies = self.ctx.Queue()
+        self.log_queue = self.ctx.Queue()
+        self.inboxes, self.procs, self.holding = [], [], {}
+        self.listener = logging.handlers.QueueListener(
+            self.log_queue, *logging.getLogger().handlers, respect_handler_level=True)
+        self.dispatcher = threading.Thread(target=self._dispatch, name="vtrace-dispatch",
+                                           daemon=True)
+        self.stopping = threading.Event()
+
+    def start(self):
+        self.listener.start()
+        cfg = self.batch.engine.cfg
+        # Workers start with Ctrl-C ignored (an ignored signal stays ignored in the child):
+        # this process handles it, stops them and removes their temporary files.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            for w in range(self.count):
+                inbox = self.ctx.Queue()
+                proc = self.ctx.Process(
+                    target=worker_main, name=f"vtrace-worker-{w + 1}", daemon=True,
+                    args=(w, cfg, self.batch.out_root, inbox, self.replies, self.log_queue,
+                          self.batch.engine.threads))
+                proc.start()
+                self.inboxes.append(inbox)
+                self.procs.append(proc)
+                self._send(w)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        self.dispatcher.start()
+
+    def _send(self, w):
+        item = self.batch.take()
+        self.holding[w] = item
+        self.inboxes[w].put(item)  # None: no more work, the worker ends
+
+    def _dispatch(self):
+        while not self.stopping.is_set():
+            try:
+                w, i, result = self.replies.get(timeout=_POLL_SECONDS)
+            except queue_module.Empty:
+                self._check_alive()
+                continue
+            except (EOFError, OSError):
+                return
+            self.batch.record(i, result)
+            self._send(w)
+
+    def _check_alive(self):
+        for w, proc in enumerate(self.procs):
+            item = self.holding.get(w)
+            if item is None or proc.is_alive():
+                continue
+            self.holding[w] = None
+            i, track = item
+            remove_stale_temps(Path(self.batch.out_root) / track.name)
+            self.batch.record(i, TrackResult(
+                track.name, str(track.path), "failed",
+                f"worker process died (exit code {proc.exitcode}) while processing it"))
+
+    def stop(self):
+        self.stopping.set()
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in self.procs:
+            proc.join()
+        if self.dispatcher.is_alive():
+            self.dispatcher.join()
+        self.listener.stop()
+        for q in self.inboxes + [self.replies, self.log_queue]:
+            q.close()
+            q.cancel_join_thread()
+
+
+def worker_main(worker_id, cfg, out_root, inbox, replies, log_queue, threads):
+    """A worker process: builds its Engine once, then processes the tracks it is sent until
+    it is sent None."""
+    root = logging.getLogger()
+    root.handlers[:] = [logging.handlers.QueueHandler(log_queue)]
+    root.setLevel(logging.DEBUG)
+    engine = Engine(cfg, threads=threads)
+    while True:
+        item = inbox.get()
+        if item is None:
+            return
+        i, track = item
+        replies.put((worker_id, i, engine.process(track, out_root)))

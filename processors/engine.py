@@ -1,0 +1,164 @@
+"""The per-track engine every front door drives: the command line's batch, the web page and
+cluster workers build an ``Engine`` from a Config and call it once per track.
+
+    engine = Engine(cfg)
+    engine.check(tracks)                      # usage errors before any track runs
+    plan = engine.describe(track, out_root)   # stems present? outputs current?
+    result = engine.process(track, out_root)  # a TrackResult, never raises for a bad track
+
+The engine holds its separator, built from the Config's ``stems`` fields and loaded on first
+use, so a process that handles many tracks loads the model once. It keeps no state between
+tracks other than that, and nothing at module level.
+"""
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from processors.track import (TrackResult, outputs_current, run_track, skipped_result)
+from utils.atomic_files import WORK_PREFIX, remove_stale_temps
+from utils.errors import SeparationError, UsageError, VTraceError
+from utils.inputs import default_output_dir
+from utils.layout import stem_paths, stems_folder
+
+log = logging.getLogger(__name__)
+
+
+def torch_threads(workers, cores=None):
+    """Torch CPU threads for each of ``workers`` processes sharing the machine's cores."""
+    return max(1, (cores or os.cpu_count() or 1) // max(1, workers))
+
+
+def output_root(cfg, first_input):
+    """Where the track folders go: ``--output``, else vtrace_output/ beside the first input."""
+    return Path(cfg.output) if cfg.output else default_output_dir(first_input)
+
+
+@dataclass(frozen=True)
+class TrackPlan:
+    """What processing a track would do, found without processing it."""
+
+    out_dir: Path
+    stems_folder: Path
+    stems: tuple | None      # (vocals, no_vocals) paths when present, else None
+    outputs_current: bool    # a rerun would skip it (same input, parameters, files present)
+
+    @property
+    def needs_separation(self):
+        return self.stems is None and not self.outputs_current
+
+
+class Engine:
+    """Processes tracks with one Config. ``separation_progress(done_s, total_s)`` is told how
+    far a running separation is, in audio-seconds."""
+
+    def __init__(self, cfg, separation_progress=None, threads=None):
+        self.cfg = cfg
+        self.threads = threads if threads is not None else torch_threads(cfg.thread)
+        self.separation_progress = separation_progress
+        self._separator = None
+
+    @property
+    def separator(self):
+        """The separator, built on first use from the Config's ``stems`` fields."""
+        if self._separator is None:
+            from processors.separation import DemucsSeparator
+
+            self._separator = DemucsSeparator(
+                **self.cfg.settings("stems"), device=self.cfg.device, thread=self.threads,
+                progress=self._report_separation)
+        return self._separator
+
+    def _report_separation(self, done, total):
+        if self.separation_progress is not None:
+            self.separation_progress(done, total)
+
+    def describe(self, track, out_root):
+        """A TrackPlan: where the track's outputs and stems are, and whether they are current."""
+        cfg = self.cfg
+        out_dir = Path(out_root) / track.name
+        stems = None if cfg.force else stem_paths(cfg.separated_dir, cfg.demucs_model,
+                                                  track.stems_name)
+        current = not cfg.force and _safe_current(track, cfg.params(), out_dir)
+        return TrackPlan(out_dir, stems_folder(cfg.separated_dir, cfg.demucs_model,
+                                               track.stems_name), stems, current)
+
+    def check(self, tracks, out_root):
+        """Before any track runs: when some track needs separating, check the device and load
+        the model (this process is one of the workers, so the load is not wasted) and check
+        the options against it. A device that is not here, or an option the loaded model
+        cannot take, raises UsageError. A model that cannot be loaded (an unknown name, which
+        may be a folder of another tool's stems that lacks a track, or no network) is left to
+        fail only the tracks that need it, each with that reason."""
+        missing = [t.name for t in tracks if self.describe(t, out_root).needs_separation]
+        if not missing:
+            return
+        from processors.separation import resolve_device
+
+        resolve_device(self.cfg.device)
+        try:
+            self.separator.check_options()
+        except SeparationError as exc:
+            log.debug("model not loaded up front: %s", exc)
+        except UsageError as exc:
+            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more"
+                                              if len(missing) > 3 else "")
+            raise UsageError(f"{exc} (needed because {len(missing)} track(s) have no stems in "
+                             f"{self.cfg.separated_dir}/: {shown})") from None
+
+    def process(self, track, out_root, progress=None):
+        """Process one TrackInput into ``out_root/<track>/``; returns a TrackResult and never
+        raises for a bad track (KeyboardInterrupt and SystemExit pass, with no temporary file
+        left). ``progress(seconds)`` is called with audio-seconds rendered."""
+        t0 = time.perf_counter()
+        out_dir = Path(out_root) / track.name
+        result = TrackResult(track.name, str(track.path), "failed", output_dir=str(out_dir))
+        try:
+            remove_stale_temps(out_dir)
+            if self.describe(track, out_root).outputs_current:
+                done = skipped_result(track, out_dir, self.cfg.eval)
+                result.status, result.reason = "skipped", "already done (same input and " \
+                                                          "parameters)"
+            else:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=out_dir) as work:
+                    done = run_track(track, self.cfg, out_dir, Path(work), self._separate,
+                                     progress)
+                result.status = "ok"
+            result.audio_seconds = done.audio_seconds
+            result.eval_seconds, result.eval_row = done.eval_seconds, done.eval_row
+        except VTraceError as exc:
+            result.reason = str(exc)
+        except MemoryError:
+            result.reason = "out of memory"
+        except OSError as exc:
+            result.reason = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename
+                                                         else "")
+        except Exception as exc:  # one bad file never stops the batch
+            log.debug("unexpected error on %s", track.path, exc_info=True)
+            result.reason = f"internal error: {type(exc).__name__}: {exc}"
+        except BaseException:  # Ctrl-C: whatever was interrupted, no temporary file stays
+            remove_stale_temps(out_dir)
+            raise
+        finally:
+            result.wall_seconds = time.perf_counter() - t0
+        if result.status == "failed":
+            try:
+                out_dir.rmdir()  # only if empty: a failed track leaves no folder of its own
+            except OSError:
+                pass
+            result.reason = " ".join(result.reason.split()) or "failed"
+        return result
+
+    def _separate(self, mix_path, folder):
+        self.separator.separate_file(mix_path, folder)
+
+
+def _safe_current(track, params, out_dir):
+    try:
+        return outputs_current(track, params, out_dir)
+    except VTraceError:
+        return False  # an unreadable input is not current; processing says why
