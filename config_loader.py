@@ -151,6 +151,9 @@ class Config:
         if self.residual_hpf and self.residual_lpf and self.residual_hpf >= self.residual_lpf:
             raise ConfigError(f"residual_hpf={self.residual_hpf} must be below residual_lpf="
                               f"{self.residual_lpf}, or the residual would be silent")
+        if self.model_repo is not None and not Path(self.model_repo).is_dir():
+            raise ConfigError(f"model_repo={self.model_repo} is not a folder; point --model-repo "
+                              "at the folder holding the model's .yaml/.th files, or drop it")
         if self.vocal_gain_db is not None:
             from processors.vtrace_core import alpha_for_vocal_gain_db
 

@@ -30,14 +30,9 @@ import soundfile as sf
 from utils.atomic_files import atomic_path
 from utils.errors import InputError, OutputError
 from utils.ffmpeg import ffmpeg_exe
+from utils.inputs import SOUNDFILE_EXTENSIONS
 
 log = logging.getLogger(__name__)
-
-# What the CLI scans. soundfile (libsndfile >= 1.1 for MP3) reads the first group
-# directly; the rest go through ffmpeg.
-SOUNDFILE_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"})
-FFMPEG_EXTENSIONS = frozenset({".m4a", ".aac", ".opus", ".webm"})
-SUPPORTED_EXTENSIONS = SOUNDFILE_EXTENSIONS | FFMPEG_EXTENSIONS
 
 # MPEG-1 Layer III CBR bitrates (the only ones at 32/44.1/48 kHz).
 MP3_BITRATES_KBPS = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)

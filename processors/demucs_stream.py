@@ -15,8 +15,8 @@ import numpy as np
 import soundfile as sf
 
 from audio_utils.audio_io import resample_file
-from utils.atomic_files import TMP_MARK
 from audio_utils.matching import match_channels
+from utils.atomic_files import TMP_MARK
 from utils.errors import InputError
 
 logger = logging.getLogger("processors.separation")  # its warnings belong to the separation step

@@ -24,17 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
+from audio_utils import metrics as em
+from audio_utils.audio_checks import check_audio
 from audio_utils.audio_io import read_audio
 from utils.atomic_files import atomic_path
-from audio_utils.audio_checks import check_audio
-from audio_utils import metrics as em
 from utils.errors import InputError
+from utils.inputs import SOUNDFILE_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
 SIGNAL_KEYS = ("original", "blended", "voice", "phase_cancel", "model_instrumental",
                "model_vocals")
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
 
 # output -> (what it is compared with among the model stems)
 MODEL_PAIRS = {"phase_cancel": "model_instrumental", "voice": "model_vocals",
@@ -227,7 +227,7 @@ def find_reference(reference_dir: Path, track: str) -> dict | None:
 
     Layouts, first match wins: vocals.* + accompaniment.*; vocals.* + no_vocals.*; vocals.* +
     drums.* + bass.* + other.* (MUSDB; summed into the accompaniment). Any extension in
-    ``AUDIO_EXTENSIONS`` that soundfile reads.
+    ``SOUNDFILE_EXTENSIONS``.
 
     Returns:
         {"vocals", "accompaniment": float32 (channels, samples), "sr": int, "layout": str,
@@ -238,7 +238,7 @@ def find_reference(reference_dir: Path, track: str) -> dict | None:
         logger.info("no reference folder for %s at %s", track, folder)
         return None
     stems = {p.stem.lower(): p for p in sorted(folder.iterdir())
-             if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()}
+             if p.suffix.lower() in SOUNDFILE_EXTENSIONS and p.is_file()}
     layouts = [("accompaniment", ["accompaniment"]), ("no_vocals", ["no_vocals"]),
                ("drums+bass+other", ["drums", "bass", "other"])]
     if "vocals" not in stems:

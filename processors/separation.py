@@ -46,11 +46,6 @@ class SeparationResult:
     audio_seconds: float    # duration of the mix
 
 
-def stems_exist(out_dir) -> bool:
-    """True when ``out_dir`` already holds both stems (a later run then skips the model)."""
-    return all((Path(out_dir) / name).is_file() for name in STEMS)
-
-
 def resolve_device(requested: str) -> str:
     """Map ``auto|cpu|cuda|mps`` to an available torch device name (auto: cuda, mps, cpu)."""
     if requested not in DEVICES:

@@ -18,10 +18,9 @@ import numpy as np
 from audio_utils.audio_checks import check_audio
 from utils.errors import InputError
 
+# "gate" uses the linear weight while a vocal is present and 1.0 (the untouched original)
+# elsewhere; the others are a fixed function of alpha.
 BLEND_MODES = ("linear", "exp", "log", "power", "smoothstep", "gate")
-# Modes whose weight is a fixed function of alpha; "gate" uses the linear weight while a vocal
-# is present and 1.0 (the untouched original) elsewhere.
-CURVE_MODES = ("linear", "exp", "log", "power", "smoothstep")
 
 
 def blend_weight(alpha, mode="linear", gamma=2.0):
@@ -113,11 +112,6 @@ def phase_cancel(original, voice_out):
     """The instrumental rebuilt from the original, ``I_pc = O - V``."""
     _check_pair(original, voice_out)
     return np.subtract(original, voice_out, dtype=np.float32)
-
-
-def peak(x):
-    """Largest absolute sample of ``x`` (0.0 for an empty array)."""
-    return max(float(x.max()), -float(x.min())) if x.size else 0.0
 
 
 def clip_gain(peak_value, ceiling=1.0):

@@ -34,6 +34,16 @@ def write(path, x, sr=SR, subtype="FLOAT"):
     return path
 
 
+def leftovers(root):
+    """Temporary files and work folders of VTrace's anywhere under ``root`` (the code's own
+    ``is_temp`` decides, so a new temporary scheme cannot slip past these checks)."""
+    from utils.atomic_files import is_temp
+
+    root = Path(root)
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if is_temp(p)) \
+        if root.exists() else []
+
+
 def read(path):
     data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     return data.T, sr

@@ -11,6 +11,7 @@ import soundfile as sf
 from audio_utils import audio_conversion as ac
 from utils import ffmpeg as ffmpeg_lookup
 from utils.errors import InputError, OutputError
+from tests.conftest import leftovers
 
 # Named tolerances (SNR of the decode against the source WAV, on the harmonic test signal).
 MP3_320_MIN_SNR_DB = 40.0   # measured 58 dB: a shift of one sample would drop it below 10 dB
@@ -54,10 +55,6 @@ def snr_db(ref, y):
     n = min(ref.shape[1], y.shape[1])
     err = y[:, :n] - ref[:, :n]
     return 10 * np.log10(np.sum(ref[:, :n] ** 2) / np.sum(err ** 2))
-
-
-def leftovers(folder):
-    return sorted(p.name for p in Path(folder).glob(".vtrace-*"))
 
 
 @pytest.fixture

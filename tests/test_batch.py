@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from main import main
-from tests.conftest import SR, read, tone_mix, write
+from tests.conftest import SR, leftovers, read, tone_mix, write
 
 ROOT = Path(__file__).resolve().parents[1]
 # 320 kbps CBR keeps these signals (tones plus white-noise bursts, the hardest case for MP3)
@@ -69,8 +69,7 @@ def test_corpus_of_bad_inputs_each_ends_with_a_reason(tmp_path, capsys):
         assert reason in lines[name]
     for f in (tmp_path / "out").rglob("*.wav"):
         assert np.isfinite(read(f)[0]).all()
-    assert not list((tmp_path / "out").rglob("*vtrace-tmp*"))
-    assert not list((tmp_path / "out").rglob(".vtrace-work-*"))
+    assert leftovers(tmp_path / "out") == []
     silence_out = read(tmp_path / "out/silence/silence_blended.wav")[0]
     assert not silence_out.any()
 
@@ -145,8 +144,7 @@ def test_sigkill_then_rerun_leaves_no_partial_outputs(tmp_path):
     assert r.returncode == 0, r.stderr
     rows = [line.split() for line in r.stdout.splitlines()[2:-1]]
     assert {row[0] for row in rows if row[1] == "skipped"} == done
-    assert not list((tmp_path / "out").rglob("*vtrace-tmp*"))
-    assert not list((tmp_path / "out").rglob(".vtrace-work-*"))
+    assert leftovers(tmp_path / "out") == []
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -157,12 +155,12 @@ def test_ctrl_c_exits_130_and_leaves_nothing_half_written(tmp_path, workers):
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
     deadline = time.time() + 60
-    while time.time() < deadline and not list((tmp_path / "out").rglob("*vtrace-tmp*")):
+    while time.time() < deadline and not leftovers(tmp_path / "out"):
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert not list((tmp_path / "out").rglob("*vtrace-tmp*"))
+    assert leftovers(tmp_path / "out") == []
     assert b"Traceback" not in err
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from main import main
-from tests.conftest import SR, read, tone_mix, write
+from tests.conftest import SR, leftovers, read, tone_mix, write
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,7 +135,7 @@ def test_a_bad_file_fails_alone(song, capsys):
     out = capsys.readouterr().out
     assert "broken" in out and "empty" in out and "failed" in out and "1 ok" in out
     assert (song["tmp"] / "out/mix/mix_blended.wav").is_file()
-    assert not list((song["tmp"] / "out").rglob("*vtrace-tmp*"))
+    assert leftovers(song["tmp"] / "out") == []
 
 
 def test_output_and_separated_folders_are_not_scanned(song):

@@ -11,6 +11,7 @@ import soundfile as sf
 from audio_utils import metrics as em
 from processors import evaluation as ev
 from utils.errors import InputError
+from tests.conftest import leftovers
 
 SR = 16000
 
@@ -319,7 +320,7 @@ def test_reports_csv_schema_and_json(tmp_path):
     report_path = tmp_path / "mix_eval.json"
     ev.write_track_report(report_path, {"a": 1.5, "b": None})
     assert json.loads(report_path.read_text()) == {"a": 1.5, "b": None}
-    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+    assert leftovers(tmp_path) == []  # no temporary file left behind
     table = ev.format_table(rows)
     assert "with ref" in table and "voice SDR" in table and "-" in table
 

@@ -2,6 +2,7 @@
 
 import logging
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +12,9 @@ import yaml
 
 import processors.demucs_stream as demucs_stream
 import processors.separation as separation
+from processors.separation import DemucsSeparator, resolve_device
+from tests.conftest import leftovers
 from utils.errors import InputError, SeparationError, UsageError
-from processors.separation import DemucsSeparator, resolve_device, stems_exist
 
 SR = 44100
 SOURCES = ["drums", "bass", "other", "vocals"]
@@ -85,7 +87,7 @@ def test_demucs_unittest_stems_equal_unchunked_demucs(tmp_path, monkeypatch):
     assert np.abs(vocals - ref["vocals"].numpy()).max() < 1e-5
     others = sum(ref[k] for k in ("drums", "bass", "other")).numpy()
     assert np.abs(no_vocals - others).max() < 1e-5
-    assert stems_exist(tmp_path / "out") and not list((tmp_path / "out").glob(".*tmp*"))
+    assert stems_exist(tmp_path / "out") and leftovers(tmp_path / "out") == []
 
 
 def test_mono_is_duplicated_and_other_rates_resampled(tmp_path):
@@ -99,7 +101,7 @@ def test_mono_is_duplicated_and_other_rates_resampled(tmp_path):
     out, sr = _read(sep.separate_file(tmp_path / "low.wav", tmp_path / "c").vocals)
     assert sr == SR and abs(out.shape[1] - SR) <= 1
     assert [p.name for p in (tmp_path / "c").iterdir()] != [] and stems_exist(tmp_path / "c")
-    assert not list((tmp_path / "c").glob(".*"))  # the resampled temp mix is gone
+    assert leftovers(tmp_path / "c") == []  # the resampled temp mix is gone
 
 
 def test_more_than_two_channels_are_downmixed_with_a_warning(tmp_path, caplog):
@@ -189,6 +191,10 @@ def test_value_checks_alone_do_not_load_the_model():
 def test_bad_options_fail_up_front(repo, options, error):
     with pytest.raises(error):
         DemucsSeparator("tiny", model_repo=repo, **options).check_options()
+
+
+def stems_exist(folder):
+    return all((Path(folder) / name).is_file() for name in ("vocals.wav", "no_vocals.wav"))
 
 
 def test_too_short_input_is_an_input_error(tmp_path):

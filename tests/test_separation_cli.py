@@ -133,3 +133,24 @@ def test_no_network_and_no_cache_is_one_plain_line(tmp_path, capsys, monkeypatch
     out = capsys.readouterr().out
     line = [x for x in out.splitlines() if x.startswith("s ")][0]
     assert "no network" in line and "htdemucs" in line and "--model-repo" in line
+
+
+def test_unavailable_device_is_a_usage_error_before_any_track(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    vocals, inst = tone_mix(seconds=1.0)
+    write(tmp_path / "songs" / "s.wav", vocals + inst)
+    args = _args(tmp_path)
+    args[args.index("cpu")] = "cuda"
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "device=cuda is not available" in err and "--device cpu" in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "sep").exists()
+
+
+def test_model_repo_that_is_not_a_folder_is_a_usage_error(tmp_path, capsys):
+    vocals, inst = tone_mix(seconds=1.0)
+    write(tmp_path / "songs" / "s.wav", vocals + inst)
+    assert main(_args(tmp_path, "--model-repo", str(tmp_path / "nowhere"))) == 2
+    assert "model_repo=" in capsys.readouterr().err and not (tmp_path / "out").exists()

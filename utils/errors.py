@@ -26,9 +26,5 @@ class SeparationError(VTraceError):
     """The separation model could not be loaded or run for a track."""
 
 
-class DownloadError(VTraceError):
-    """A link could not be downloaded (network, unavailable video, unsupported site...)."""
-
-
 class OutputError(VTraceError):
     """An output could not be computed or written (non-finite samples, disk full...)."""

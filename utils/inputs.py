@@ -16,8 +16,11 @@ from utils.errors import InputError, UsageError
 
 log = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aiff", ".aif",
-                    ".webm")  # what audio_conversion decodes (soundfile, else ffmpeg)
+# soundfile (libsndfile >= 1.1 for MP3) reads the first group directly, in this order of
+# preference; the rest go through ffmpeg. Together: what the CLI scans folders for.
+SOUNDFILE_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".aiff", ".aif")
+FFMPEG_EXTENSIONS = (".m4a", ".aac", ".opus", ".webm")
+AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS + FFMPEG_EXTENSIONS
 MAX_NAME_BYTES = 200
 _WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com\d|lpt\d)(\..*)?$", re.IGNORECASE)
 

@@ -8,6 +8,8 @@ Plumbing: imports nothing from audio_utils/ or processors/.
 
 from pathlib import Path
 
+from utils.inputs import SOUNDFILE_EXTENSIONS
+
 
 def model_folder(model):
     """The folder Demucs names after a model (``hf://org/name`` becomes ``org_name``)."""
@@ -23,7 +25,7 @@ def stem_paths(separated_dir, model, track):
     out = []
     for names in (("vocals",), ("no_vocals", "accompaniment")):
         found = [folder / f"{n}{ext}" for n in names
-                 for ext in (".wav", ".flac", ".mp3", ".ogg", ".aiff", ".aif")]
+                 for ext in SOUNDFILE_EXTENSIONS]
         found = [p for p in found if p.is_file()]
         if not found:
             return None
