@@ -103,3 +103,19 @@ def analysis_windows(length, sr, seconds=10.0, count=3):
         return [(0, length)]
     starts = [(length * (i + 1)) // (count + 1) - n // 2 for i in range(count)]
     return [(min(max(a, 0), length - n), min(max(a, 0), length - n) + n) for a in starts]
+
+
+def explained_db(original, stems_sum):
+    """How well ``stems_sum`` rebuilds ``original``: ``10*log10(sum O^2 / sum (O - S)^2)`` in
+    dB over every sample and channel (float32 ``(channels, n)`` each, the offset already
+    applied). inf when the rebuild is exact, about 0 dB or less for stems of another song
+    (uncorrelated: ``-10*log10(1 + P_S/P_O)``). None when the original is silent."""
+    check_audio(original, "original")
+    check_audio(stems_sum, "stems_sum", channels=original.shape[0])
+    o = original.astype(np.float64)
+    energy = float(np.sum(o * o))
+    if energy <= 0.0:
+        return None
+    err = o - stems_sum.astype(np.float64)
+    residual = float(np.sum(err * err))
+    return float("inf") if residual == 0.0 else 10.0 * np.log10(energy / residual)

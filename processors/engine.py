@@ -82,9 +82,9 @@ class Engine:
         out_dir = Path(out_root) / track.name
         stems = None if cfg.force else stem_paths(cfg.separated_dir, cfg.demucs_model,
                                                   track.stems_name)
-        current = not cfg.force and _safe_current(track, cfg.params(), out_dir)
-        return TrackPlan(out_dir, stems_folder(cfg.separated_dir, cfg.demucs_model,
-                                               track.stems_name), stems, current)
+        folder = stems_folder(cfg.separated_dir, cfg.demucs_model, track.stems_name)
+        current = not cfg.force and _safe_current(track, cfg.params(), out_dir, stems, folder)
+        return TrackPlan(out_dir, folder, stems, current)
 
     def check(self, tracks, out_root):
         """Before any track runs: when some track needs separating, check the device and load
@@ -120,8 +120,8 @@ class Engine:
             remove_stale_temps(out_dir)
             if self.describe(track, out_root).outputs_current:
                 done = skipped_result(track, out_dir, self.cfg.eval)
-                result.status, result.reason = "skipped", "already done (same input and " \
-                                                          "parameters)"
+                result.status = "skipped"
+                result.reason = "already done (same input, stems and parameters)"
             else:
                 out_dir.mkdir(parents=True, exist_ok=True)
                 with tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=out_dir) as work:
@@ -130,6 +130,7 @@ class Engine:
                 result.status = "ok"
             result.audio_seconds = done.audio_seconds
             result.eval_seconds, result.eval_row = done.eval_seconds, done.eval_row
+            result.warnings = list(done.warnings)
         except VTraceError as exc:
             result.reason = str(exc)
         except MemoryError:
@@ -157,8 +158,8 @@ class Engine:
         self.separator.separate_file(mix_path, folder)
 
 
-def _safe_current(track, params, out_dir):
+def _safe_current(track, params, out_dir, stems, folder):
     try:
-        return outputs_current(track, params, out_dir)
+        return outputs_current(track, params, out_dir, stems, folder)
     except VTraceError:
         return False  # an unreadable input is not current; processing says why

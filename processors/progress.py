@@ -88,7 +88,10 @@ def summary_table(results):
         cells = (r.name, r.status, f"{r.audio_seconds:.1f}s", f"{r.wall_seconds:.1f}s")
         if with_eval:
             cells += (f"{r.eval_seconds:.1f}s" if r.eval_seconds else "-",)
-        rows.append(cells + (r.reason if r.status == "failed" else r.output_dir,))
+        last = r.reason if r.status == "failed" else r.output_dir
+        if r.warnings:
+            last += "".join(f" (warning: {w})" for w in r.warnings)
+        rows.append(cells + (last,))
     k = len(head)
     widths = [min(40, max(len(row[i]) for row in rows)) for i in range(k)]
     lines = ["  ".join([row[i][:widths[i]].ljust(widths[i]) for i in range(k)] + [row[k]])

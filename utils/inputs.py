@@ -106,10 +106,26 @@ def file_identity(path):
             if st.st_size > 1 << 17:
                 f.seek(-(1 << 16), os.SEEK_END)
                 h.update(f.read(1 << 16))
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found (dangling link?)") from None
     except OSError as exc:
         raise InputError(f"{path.name}: cannot read file ({exc.strerror or exc})") from None
     return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
             "sha256_ends": h.hexdigest()}
+
+
+def content_hash(path, chunk=1 << 20):
+    """SHA-256 of the whole file (hex): what binds stems to the mix they came from, wherever
+    the file is and whatever its mtime."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
+    except OSError as exc:
+        raise InputError(f"{Path(path).name}: cannot read file ({exc.strerror or exc})") \
+            from None
+    return h.hexdigest()
 
 
 def default_output_dir(first_input):

@@ -6,9 +6,15 @@ VTrace writes it, reuses it when present, and accepts stems other tools placed t
 Plumbing: imports nothing from audio_utils/ or processors/.
 """
 
+import json
 from pathlib import Path
 
+from utils.atomic_files import write_text_atomic
 from utils.inputs import SOUNDFILE_EXTENSIONS
+
+# Beside the stems VTrace writes: what they were separated from (the mix's content hash, the
+# model and its settings) and the identity of each stem file as written.
+STEMS_RECORD = "vtrace_stems.json"
 
 
 def model_folder(model):
@@ -35,3 +41,21 @@ def stem_paths(separated_dir, model, track):
 
 def stems_folder(separated_dir, model, track):
     return Path(separated_dir) / model_folder(model) / track
+
+
+def read_stems_record(folder):
+    """The record VTrace wrote beside a folder's stems, or None (stems of another tool, or a
+    record that cannot be read)."""
+    try:
+        record = json.loads((Path(folder) / STEMS_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def write_stems_record(folder, record):
+    write_text_atomic(Path(folder) / STEMS_RECORD, json.dumps(record, indent=2))
+
+
+def remove_stems_record(folder):
+    (Path(folder) / STEMS_RECORD).unlink(missing_ok=True)
