@@ -117,7 +117,7 @@ class _Workers:
                 proc = self.ctx.Process(
                     target=worker_main, name=f"vtrace-worker-{w + 1}", daemon=True,
                     args=(w, cfg, self.batch.out_root, inbox, self.replies, self.log_queue,
-                          self.batch.engine.threads))
+                          self.batch.engine.threads, self.batch.engine.model_error))
                 proc.start()
                 self.inboxes.append(inbox)
                 self.procs.append(proc)
@@ -170,13 +170,13 @@ class _Workers:
             q.cancel_join_thread()
 
 
-def worker_main(worker_id, cfg, out_root, inbox, replies, log_queue, threads):
+def worker_main(worker_id, cfg, out_root, inbox, replies, log_queue, threads, model_error):
     """A worker process: builds its Engine once, then processes the tracks it is sent until
     it is sent None."""
     root = logging.getLogger()
     root.handlers[:] = [logging.handlers.QueueHandler(log_queue)]
     root.setLevel(logging.DEBUG)
-    engine = Engine(cfg, threads=threads)
+    engine = Engine(cfg, threads=threads, model_error=model_error)
     while True:
         item = inbox.get()
         if item is None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from processors.track import (TrackResult, outputs_current, run_track, skipped_result)
 from utils.atomic_files import WORK_PREFIX, remove_stale_temps
-from utils.errors import SeparationError, UsageError, VTraceError
+from utils.errors import SeparationError, UnknownModelError, UsageError, VTraceError
 from utils.inputs import default_output_dir
 from utils.layout import stem_paths, stems_folder
 
@@ -55,10 +55,13 @@ class Engine:
     """Processes tracks with one Config. ``separation_progress(done_s, total_s)`` is told how
     far a running separation is, in audio-seconds."""
 
-    def __init__(self, cfg, separation_progress=None, threads=None):
+    def __init__(self, cfg, separation_progress=None, threads=None, model_error=None):
         self.cfg = cfg
         self.threads = threads if threads is not None else torch_threads(cfg.thread)
         self.separation_progress = separation_progress
+        # Set by check() when the model cannot be loaded: tracks that need it then fail at
+        # once with a short reason instead of each trying (and explaining) again.
+        self.model_error = model_error
         self._separator = None
 
     @property
@@ -101,8 +104,12 @@ class Engine:
         resolve_device(self.cfg.device)
         try:
             self.separator.check_options()
+        except UnknownModelError as exc:
+            self.model_error = exc  # each track says where its stems were looked for
+            log.debug("not a model: %s", exc)
         except SeparationError as exc:
-            log.debug("model not loaded up front: %s", exc)
+            self.model_error = exc
+            log.error("error: %s; the %d track(s) without stems fail", exc, len(missing))
         except UsageError as exc:
             shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more"
                                               if len(missing) > 3 else "")
@@ -155,6 +162,11 @@ class Engine:
         return result
 
     def _separate(self, mix_path, folder):
+        if isinstance(self.model_error, UnknownModelError):
+            raise self.model_error
+        if self.model_error is not None:
+            raise SeparationError(f"no stems, and demucs_model={self.cfg.demucs_model} cannot "
+                                  "be loaded (the reason is printed above and in the log)")
         self.separator.separate_file(mix_path, folder)
 
 

@@ -23,7 +23,8 @@ from typing import Callable, Optional
 
 from audio_utils.audio_io import BlockWriter
 from processors.demucs_stream import MixReader, Stream, norm_stats
-from utils.errors import InputError, OutputError, SeparationError, UsageError, VTraceError
+from utils.errors import (InputError, OutputError, SeparationError, UnknownModelError,
+                          UsageError, VTraceError)
 
 logger = logging.getLogger(__name__)
 
@@ -82,14 +83,14 @@ def _load_model(name: str, repo: Optional[Path], vocals_only: bool = False):
                                   "the folder holding the model's .yaml/.th files")
         found = {k for kind in list_models(repo).values() for k in kind}
         if name not in found:
-            raise SeparationError(f"demucs_model={name} is not in model_repo={repo} (it holds: "
+            raise UnknownModelError(f"demucs_model={name} is not in model_repo={repo} (it holds: "
                                   f"{', '.join(sorted(found)) or 'no .yaml/.th files'}); "
                                   "use one of those names or another --model-repo")
     elif name != "demucs_unittest" and "/" not in name:  # "/" or hf://: a Hugging Face name
         known = {p.stem for p in REMOTE_ROOT.glob("*.yaml")}
         known |= set(_parse_remote_files(REMOTE_ROOT / "files.txt"))
         if name not in known:
-            raise SeparationError(
+            raise UnknownModelError(
                 f"unknown demucs_model={name}; use one of "
                 f"{', '.join(sorted(k for k in known if not k[0].isdigit()))}, {fix}")
     try:

@@ -23,10 +23,10 @@ from audio_utils.matching import target_channels
 from processors import vtrace_core as core
 from processors.render import OUTPUTS, RenderSettings, Sources, compute, render, shaping
 from utils.atomic_files import remove_stale_temps, write_text_atomic
-from utils.errors import InputError, SeparationError
+from utils.errors import InputError, SeparationError, UnknownModelError
 from utils.inputs import content_hash, file_identity
-from utils.layout import (read_stems_record, remove_stems_record, stem_paths, stems_folder,
-                          write_stems_record)
+from utils.layout import (looked_at, read_stems_record, remove_stems_record, stem_paths,
+                          stems_folder, write_stems_record)
 from utils.version import __version__
 
 log = logging.getLogger(__name__)
@@ -267,7 +267,15 @@ def find_or_separate(track, separated_dir, model, settings, force, original, sep
     created = not folder.exists()
     remove_stale_temps(folder)  # stems an interrupted run left half-written
     remove_stems_record(folder)  # the stems are about to change
-    separate(Path(original), folder)
+    try:
+        separate(Path(original), folder)
+    except UnknownModelError:
+        raise SeparationError(
+            f"no stems found for {track.name} (looked at: "
+            f"{'; '.join(looked_at(separated_dir, model, track.stems_name))}) and "
+            f"demucs_model={model} is not a model VTrace can separate with: put the stems "
+            "there, or choose a Demucs model (--demucs-model htdemucs_ft) or --model-repo") \
+            from None
     found = stem_paths(separated_dir, model, track.stems_name)
     if found is None:
         raise SeparationError(f"separation wrote no stems into {folder}")

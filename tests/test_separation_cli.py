@@ -127,12 +127,18 @@ def test_no_network_and_no_cache_is_one_plain_line(tmp_path, capsys, monkeypatch
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
     vocals, inst = tone_mix(seconds=1.0)
     write(tmp_path / "songs" / "s.wav", vocals + inst)
+    write(tmp_path / "songs" / "t.wav", vocals + inst)
     args = _args(tmp_path)
     args[args.index("demucs_unittest")] = "htdemucs"
+    args.remove("--quiet")
     assert main(args) == 1
-    out = capsys.readouterr().out
-    line = [x for x in out.splitlines() if x.startswith("s ")][0]
-    assert "no network" in line and "htdemucs" in line and "--model-repo" in line
+    captured = capsys.readouterr()
+    # the long reason once for the run, a short line per track
+    assert captured.err.count("no network") == 1
+    reason = next(x for x in captured.err.splitlines() if "no network" in x)
+    assert "htdemucs" in reason and "--model-repo" in reason
+    rows = [x for x in captured.out.splitlines() if x[:2] in ("s ", "t ")]
+    assert len(rows) == 2 and all("cannot be loaded" in r and len(r) < 200 for r in rows)
 
 
 def test_unavailable_device_is_a_usage_error_before_any_track(tmp_path, capsys, monkeypatch):

@@ -26,5 +26,10 @@ class SeparationError(VTraceError):
     """The separation model could not be loaded or run for a track."""
 
 
+class UnknownModelError(SeparationError):
+    """The model name is neither a known Demucs model nor in --model-repo (it may name a
+    folder of another tool's stems that lacks this track)."""
+
+
 class OutputError(VTraceError):
     """An output could not be computed or written (non-finite samples, disk full...)."""

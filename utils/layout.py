@@ -7,6 +7,7 @@ Plumbing: imports nothing from audio_utils/ or processors/.
 """
 
 import json
+import re
 from pathlib import Path
 
 from utils.atomic_files import write_text_atomic
@@ -22,21 +23,72 @@ def model_folder(model):
     return model.replace("hf://", "").replace("/", "_")
 
 
-def stem_paths(separated_dir, model, track):
-    """``(vocals, no_vocals)`` paths of a track's stems if both exist, else None.
+# Stem names other tools write. Demucs: vocals / no_vocals (two-stem); Spleeter:
+# accompaniment; UVR and python-audio-separator: "<track>_(Vocals)_<model>.wav" and
+# "(Instrumental)", flat in their output folder or in the track's folder, UVR sometimes with a
+# "1_" counter in front.
+_VOCALS = ("vocals",)
+_NO_VOCALS = ("no_vocals", "accompaniment")
+_TAGGED_VOCALS = ("vocals",)
+_TAGGED_NO_VOCALS = ("instrumental", "no vocals", "no_vocals", "accompaniment")
+_TAGGED = re.compile(r"^(?P<head>.*)_\((?P<tag>[^()]*)\)(?:_.*)?$")  # greedy: the last "_("
 
-    Any audio extension (WAV first); Spleeter's ``accompaniment`` is taken for ``no_vocals``.
+
+def stem_paths(separated_dir, model, track):
+    """``(vocals, no_vocals)`` paths of a track's stems if both are found, else None.
+
+    Looked for, in this order: Demucs' ``<folder>/vocals.<ext>`` and ``no_vocals.<ext>``
+    (Spleeter's ``accompaniment`` too), then UVR / audio-separator names
+    ``<track>_(Vocals)[_model].<ext>`` and ``(Instrumental)`` in the track's folder or flat in
+    the model's folder (any case, any soundfile extension, WAV first). ``looked_at`` lists
+    the same places for messages.
     """
     folder = stems_folder(separated_dir, model, track)
-    out = []
-    for names in (("vocals",), ("no_vocals", "accompaniment")):
-        found = [folder / f"{n}{ext}" for n in names
-                 for ext in SOUNDFILE_EXTENSIONS]
-        found = [p for p in found if p.is_file()]
-        if not found:
-            return None
-        out.append(found[0])
-    return tuple(out)
+    plain = [_first([folder / f"{n}{ext}" for n in names for ext in SOUNDFILE_EXTENSIONS])
+             for names in (_VOCALS, _NO_VOCALS)]
+    if all(plain):
+        return tuple(plain)
+    for where in (folder, folder.parent):
+        tagged = [_tagged(where, track, tags) for tags in (_TAGGED_VOCALS, _TAGGED_NO_VOCALS)]
+        if all(tagged):
+            return tuple(tagged)
+    return None
+
+
+def looked_at(separated_dir, model, track):
+    """The places ``stem_paths`` searches, as patterns a user can read."""
+    folder = stems_folder(separated_dir, model, track)
+    return [f"{folder}/vocals.* + no_vocals.* (or accompaniment.*)",
+            f"{folder}/*_(Vocals)*.* + *_(Instrumental)*.*",
+            f"{folder.parent}/{track}_(Vocals)*.* + {track}_(Instrumental)*.*"]
+
+
+def _first(paths):
+    return next((p for p in paths if p.is_file()), None)
+
+
+def _tagged(where, track, tags):
+    """The file in ``where`` named ``[N_]<track>_(<tag>)[_...].<ext>`` (in the track's own
+    folder the track prefix may be anything), WAV first."""
+    if not where.is_dir():
+        return None
+    own = where.name == track
+    found = []
+    for p in where.iterdir():
+        m = _TAGGED.match(p.stem)
+        ext = p.suffix.lower()
+        if m is None or ext not in SOUNDFILE_EXTENSIONS or m["tag"].lower() not in tags:
+            continue
+        head = m["head"]
+        if not (own or head == track or _strip_counter(head) == track) or not p.is_file():
+            continue
+        found.append((SOUNDFILE_EXTENSIONS.index(ext), p.name, p))
+    return min(found)[2] if found else None
+
+
+def _strip_counter(head):
+    number, sep, rest = head.partition("_")
+    return rest if sep and number.isdigit() else None
 
 
 def stems_folder(separated_dir, model, track):
