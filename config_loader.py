@@ -6,11 +6,13 @@ check in one place, with messages that say ``name=value``, what is allowed and h
 """
 
 import argparse
+import difflib
 import math
+import re
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
-from utils.errors import ConfigError
+from utils.errors import ConfigError, UsageError
 from utils.version import __version__
 
 GROUPS = {
@@ -23,6 +25,19 @@ GROUPS = {
 }
 
 BLEND_MODES = ("linear", "exp", "log", "power", "smoothstep", "gate")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+# Settings for common jobs (README: Presets). Applied over config.yaml; a typed option wins.
+PRESETS = {
+    # karaoke with a faint guide vocal: the instrumental, the vocal 24 dB down
+    "guide-vocal": {"vocal_gain_db": -24.0, "blend_mode": "linear", "match_loudness": False},
+    # the song with its vocal 6 dB down, as loud as the original
+    "vocal-down": {"vocal_gain_db": -6.0, "blend_mode": "linear", "match_loudness": True},
+    # clean acapella / dataset extraction: the residual vocal, its bass bleed (what the model
+    # left out below 80 Hz) returned to the instrumental, gaps gated, float32 to stay exact
+    "acapella": {"voice_alpha": 1.0, "residual_hpf": 80.0, "gate_threshold_db": -50.0,
+                 "wav_format": "float32"},
+}
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -30,7 +45,7 @@ ROLES = ("stems", "outputs", "run")
 
 
 def opt(role, default, group, help, flags=(), choices=None, lo=None, hi=None, typ=None,
-        nullable=False, cli=True, lo_open=False):
+        nullable=False, cli=True, lo_open=False, shown=None):
     """Field metadata: what the field decides, help text, CLI flags, allowed values.
 
     ``role`` says what a change of the value means: ``stems`` (the separation: other stems),
@@ -41,7 +56,7 @@ def opt(role, default, group, help, flags=(), choices=None, lo=None, hi=None, ty
     if role not in ROLES:
         raise ValueError(f"role={role!r}; use one of {', '.join(ROLES)}")
     meta = dict(role=role, group=group, help=help, flags=tuple(flags), choices=choices, lo=lo,
-                hi=hi, typ=typ, nullable=nullable, cli=cli, lo_open=lo_open)
+                hi=hi, typ=typ, nullable=nullable, cli=cli, lo_open=lo_open, shown=shown)
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -81,6 +96,10 @@ class Config:
     cleanup: bool = opt("run", False, "separation", "delete the separations this run created once the "
                         "track's outputs are written")
     # blend
+    preset: str = opt("run", None, "blend", "settings for a common job, applied over config.yaml "
+                      "(typed options win): guide-vocal (karaoke, vocal -24 dB), vocal-down "
+                      "(vocal -6 dB, same loudness), acapella (clean residual vocal)",
+                      choices=tuple(PRESETS), typ=str, nullable=True)
     blend_alpha: float = opt("outputs", 0.1, "blend", "how much of the original to blend back, in [0, 1]",
                              flags=("-ba", "-a"), lo=0, hi=1)
     vocal_gain_db: float = opt("outputs", None, "blend", "set the blend so the vocal changes by exactly this "
@@ -112,8 +131,8 @@ class Config:
     align: bool = opt("outputs", True, "blend", "estimate and remove the stems' offset and polarity against "
                       "the original (--no-align skips it)")
     # output
-    output: str = opt("run", None, "output", "output folder (default: vtrace_output/ under the first "
-                      "input's folder)", flags=("-o",), typ=str, nullable=True)
+    output: str = opt("run", None, "output", "output folder", flags=("-o",), typ=str,
+                      nullable=True, shown="vtrace_output/ beside the first input")
     wav_format: str = opt("outputs", "pcm24", "output", "WAV sample format",
                           choices=("pcm16", "pcm24", "float32"))
     normalize: str = opt("outputs", "none", "output", "none: one common gain only if a peak would clip; "
@@ -133,10 +152,13 @@ class Config:
                          typ=str, nullable=True)
     plot: bool = opt("outputs", False, "evaluation", "one spectrogram PNG per track")
     # run
-    thread: int = opt("run", 1, "run", "worker processes", flags=("-t", "-T"), lo=1, hi=64)
+    thread: int = opt("run", 1, "run", "tracks at once: this process plus N-1 worker processes it "
+                      "starts, each loading the model", flags=("-t", "-T"), lo=1, hi=64)
     log_level: str = opt("run", "INFO", "run", "console log level",
                          choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     log_dir: str = opt("run", "logs", "run", "folder for the per-run DEBUG log files")
+    log_keep: int = opt("run", 20, "run", "how many run logs to keep in log_dir (older ones are "
+                        "deleted)", lo=1, hi=100000)
     quiet: bool = opt("run", False, "run", "only warnings and errors on the console, no progress bars")
     block_seconds: float = opt("run", 2.0, "run", "post-processing block length (memory vs speed)",
                                lo=0.5, hi=600)
@@ -266,17 +288,55 @@ def load_yaml(path):
 
 # ---------------------------------------------------------------- command line
 
+class _Formatter(argparse.HelpFormatter):
+    """Help with one spelling per option (the others are accepted, not listed)."""
+
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=32, width=100)
+
+    def _format_action_invocation(self, action):
+        shown = getattr(action, "shown", None)
+        if not shown:
+            return super()._format_action_invocation(action)
+        if action.nargs == 0:
+            return ", ".join(shown)
+        value = self._format_args(action, self._get_default_metavar_for_optional(action))
+        return ", ".join(shown) + " " + value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """argparse's errors become UsageError (one format, exit 2), with a suggestion for an
+        option that looks like a typo."""
+        if message.startswith("unrecognized arguments:"):
+            known = [s for a in self._actions for s in a.option_strings]
+            for token in message.split(":", 1)[1].split():
+                close = difflib.get_close_matches(token.split("=")[0], known, n=1, cutoff=0.6)
+                if token.startswith("-") and close:
+                    message = f"unknown option {token}: did you mean {_preferred(close[0])}?"
+                    break
+        raise UsageError(f"{message} (vtrace --help lists the options)")
+
+
+def _preferred(flag):
+    return flag.replace("_", "-") if flag.startswith("--") else flag
+
+
 def build_parser():
     """The argparse parser: every option has default None so only typed options override."""
-    p = argparse.ArgumentParser(
-        prog="main.py", allow_abbrev=False, argument_default=None,
-        usage="%(prog)s (-i PATH [PATH ...] | -l URL [URL ...]) [options]",
+    p = _Parser(
+        prog="vtrace", allow_abbrev=False, argument_default=None, formatter_class=_Formatter,
+        usage="%(prog)s [options] FILE|FOLDER|URL ...",
         description="VTrace: vocal separation that keeps the mix's space. Runs Demucs two-stem "
                     "separation (or reuses stems in separated/<model>/<track>/) and writes "
                     "<track>_blended.wav, <track>_vocal_residual.wav and "
-                    "<track>_phase_cancel.wav per track.",
+                    "<track>_phase_cancel.wav per track. Audio files, folders and links "
+                    "(anything with ://) can be mixed: vtrace song.mp3 album/ "
+                    "https://youtu.be/ID",
         epilog="Defaults come from config.yaml (see --config); options typed here override it. "
                "Exit codes: 0 ok, 1 a track failed, 2 usage error, 130 interrupted.")
+    p.add_argument("items", nargs="*", metavar="FILE|FOLDER|URL",
+                   help="audio files, folders of them, and links, in any mix")
     groups = {k: p.add_argument_group(v) for k, v in GROUPS.items()}
     groups["run"].add_argument("--config", metavar="PATH",
                                help="YAML file of defaults (default: ./config.yaml, else the "
@@ -287,32 +347,41 @@ def build_parser():
         if not m["cli"]:
             continue
         g = groups[m["group"]]
-        long_names = [f"--{f.name}"]
-        if "_" in f.name:
-            long_names.append(f"--{f.name.replace('_', '-')}")
-        names = list(m["flags"]) + long_names
+        dashed = f"--{f.name.replace('_', '-')}"
+        long_names = [dashed] + ([f"--{f.name}"] if "_" in f.name else [])
+        shorts = [s for s in m["flags"] if not s.startswith("--")]
+        names = shorts + long_names + [s for s in m["flags"] if s.startswith("--")]
         default = f.default_factory() if f.default is MISSING else f.default
-        shown = "none" if default is None else default
-        help_text = f"{m['help']} (default: {shown})"
+        shown = m["shown"] or ("none" if default in (None, []) else default)
+        if isinstance(shown, bool):
+            shown = "on" if shown else "off"
+        allowed = _allowed(f) if m["lo"] is not None or m["hi"] is not None else ""
+        help_text = f"{m['help']} ({allowed + '; ' if allowed else ''}default: {shown})"
         typ = _field_type(f)
         if typ is bool:
-            if f.name == "align":
-                g.add_argument("--no-align", "--no_align", dest="align", action="store_false",
-                               default=None, help="skip the timing correction "
-                                                  "(default: align)")
-                continue
-            g.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
-                           default=None, help=help_text)
-        elif typ is list:
-            g.add_argument(*names, dest=f.name, nargs="+", action="extend", metavar="PATH"
-                           if f.name == "input" else "URL", help=help_text)
+            action = g.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
+                                    default=None, help=help_text)
+            action.shown = [f"--[no-]{dashed[2:]}"]
+            continue
+        if typ is list:
+            action = g.add_argument(*names, dest=f.name, nargs="+", action="extend",
+                                    metavar="PATH" if f.name == "input" else "URL",
+                                    help=help_text)
         else:
             kind = typ if typ in (int, float) else str
-            g.add_argument(*names, dest=f.name, type=kind,
-                           choices=m["choices"] if kind is str else None,
-                           metavar=None if m["choices"] and kind is str else f.name.upper(),
-                           help=help_text)
+            action = g.add_argument(*names, dest=f.name, type=kind, choices=m["choices"],
+                                    metavar=None if m["choices"] else _metavar(f.name),
+                                    help=help_text)
+        action.shown = shorts[:1] + [dashed]
     return p
+
+
+def _metavar(name):
+    special = {"blend_alpha": "A", "voice_alpha": "A", "thread": "N", "shifts": "N",
+               "filter_order": "N", "gamma": "G", "overlap": "FRACTION", "output": "DIR",
+               "reference": "DIR", "max_duration": "SECONDS", "segment": "SECONDS",
+               "residual_hpf": "HZ", "residual_lpf": "HZ", "mp3_bitrate": "KBPS"}
+    return special.get(name, name.split("_")[-1].upper())
 
 
 def load_config(argv=None):
@@ -322,13 +391,21 @@ def load_config(argv=None):
     ``main``).
     """
     args = build_parser().parse_args(argv)
-    typed = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
+    typed = {k: v for k, v in vars(args).items()
+             if v is not None and k not in ("config", "items")}
+    for item in args.items or []:  # positional: links by their scheme, the rest are paths
+        key = "link" if _URL.match(item) else "input"
+        typed[key] = typed.get(key, []) + [item]
     path = Path(args.config) if args.config else default_config_path()
     from_file = load_yaml(path) if (args.config or path.is_file()) else {}
     cfg = Config()
     for k, v in from_file.items():
         setattr(cfg, k, v)
     cfg.validate(source=str(path))
+    preset = typed.get("preset", cfg.preset)
+    if preset is not None:  # over config.yaml, under what was typed
+        for k, v in PRESETS[preset].items():
+            setattr(cfg, k, v)
     if "vocal_gain_db" in typed and "blend_alpha" in typed:
         raise ConfigError("--vocal-gain-db and --blend-alpha were both given: they set the same "
                           "thing; keep one")

@@ -12,12 +12,14 @@ from pathlib import Path
 _HANDLER_MARK = "_vtrace_handler"
 
 
-def setup_logging(level="INFO", quiet=False, log_dir="logs"):
+def setup_logging(level="INFO", quiet=False, log_dir="logs", keep=20):
     """Configure the root logger; returns the path of this run's log file (or None).
 
     Console: ``level`` (WARNING with ``quiet``), short lines on stderr. File: everything at
-    DEBUG with timestamps, ``<log_dir>/vtrace_<date>_<time>_<pid>.log``. Calling it again
-    (tests call ``main`` many times) replaces the handlers instead of adding more.
+    DEBUG with timestamps, ``<log_dir>/vtrace_<date>_<time>_<pid>.log``, created at its first
+    line (a run that ends with a usage error leaves none); the ``keep`` newest run logs are
+    kept, older ones deleted. Calling it again (tests call ``main`` many times) replaces the
+    handlers instead of adding more.
     """
     root = logging.getLogger()
     for h in list(root.handlers):
@@ -36,8 +38,9 @@ def setup_logging(level="INFO", quiet=False, log_dir="logs"):
     try:
         folder = Path(log_dir)
         folder.mkdir(parents=True, exist_ok=True)
+        _prune(folder, keep - 1)  # this run's file makes ``keep``
         log_path = folder / time.strftime(f"vtrace_%Y%m%d_%H%M%S_{os.getpid()}.log")
-        file_handler = logging.FileHandler(log_path, encoding="utf-8")
+        file_handler = logging.FileHandler(log_path, encoding="utf-8", delay=True)
         file_handler.setLevel(logging.DEBUG)
         file_handler.setFormatter(logging.Formatter(
             "%(asctime)s %(levelname)-7s %(processName)s %(name)s: %(message)s"))
@@ -49,6 +52,16 @@ def setup_logging(level="INFO", quiet=False, log_dir="logs"):
     for noisy in ("numba", "matplotlib", "urllib3", "PIL", "httpx", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return log_path
+
+
+def _prune(folder, keep):
+    """Delete all but the ``keep`` newest ``vtrace_*.log`` files in ``folder``."""
+    logs = sorted(folder.glob("vtrace_*.log"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+    for old in logs[:max(0, len(logs) - max(0, keep))]:
+        try:
+            old.unlink()
+        except OSError:
+            pass
 
 
 def _add(root, handler):

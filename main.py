@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""VTrace command line: ``python main.py -i SONGS... [options]``; ``--help`` lists options.
+"""VTrace command line: ``vtrace SONGS|FOLDERS|LINKS... [options]`` (or ``python main.py``);
+``--help`` lists options.
 
 Exit codes: 0 every track ok or skipped, 1 a track failed, 2 usage error, 130 interrupted.
 """
@@ -11,29 +12,39 @@ log = logging.getLogger("vtrace")
 
 
 def main(argv=None):
-    """Run VTrace with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
-    from config_loader import load_config
+    """Run VTrace with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
+
+    Every usage error (exit 2) is found before any track runs and before the banner, printed
+    as one ``vtrace: error: ...`` line, and leaves no log file.
+    """
+    from config_loader import build_parser, load_config
     from utils.errors import UsageError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         try:
+            if not argv:
+                print(build_parser().format_usage().rstrip(), file=sys.stderr)
+                raise UsageError("nothing to process: give audio files, folders or links, e.g. "
+                                 "vtrace song.mp3 album/ (vtrace --help lists the options)")
             cfg, typed, cfg_path = load_config(argv)
-        except SystemExit as exc:  # argparse: --help/--version (0) or a malformed option (2)
+            rc = _run(cfg, typed, cfg_path, argv)
+        except SystemExit as exc:  # argparse: --help / --version
             return exc.code if isinstance(exc.code, int) else 2
-        except UsageError as exc:
-            print(f"vtrace: error: {exc}", file=sys.stderr)
-            return 2
-        return _run(cfg, typed, cfg_path)
     except UsageError as exc:
-        log.error("error: %s", exc)
+        print(f"vtrace: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        log.warning("interrupted (Ctrl-C): finished tracks are kept, temporary files removed; "
+                    "exit code 130")
         print("\nvtrace: interrupted; finished tracks are kept, nothing half-written was left",
               file=sys.stderr)
         return 130
+    log.debug("exit code %d", rc)
+    return rc
 
 
-def _run(cfg, typed, cfg_path):
+def _run(cfg, typed, cfg_path, argv):
     from logger import setup_logging
     from processors.batch import run_batch
     from processors.engine import Engine, output_root
@@ -41,38 +52,42 @@ def _run(cfg, typed, cfg_path):
     from utils.errors import UsageError
     from utils.inputs import collect_inputs
 
-    log_path = setup_logging(cfg.log_level, cfg.quiet, cfg.log_dir)
-    settings = cfg.settings("stems", "outputs", "run")
-    log.debug("effective configuration (%s, then typed options %s):", cfg_path,
-              ", ".join(sorted(typed)) or "none")
-    for key, value in settings.items():
-        log.debug("  %s = %r", key, value)
-    log.info("VTrace: model %s, blend %s alpha=%s%s, voice_alpha=%s, config %s%s",
-             cfg.demucs_model, cfg.blend_mode, cfg.blend_alpha,
-             f" (vocal {cfg.vocal_gain_db:+g} dB)" if cfg.vocal_gain_db is not None else "",
-             cfg.voice_alpha, cfg_path, f", log {log_path}" if log_path else "")
-
     if not cfg.input and not cfg.link:
-        raise UsageError("nothing to process: give audio files or folders with -i PATH "
-                         "(or links with -l URL)")
+        raise UsageError("nothing to process: give audio files, folders or links, e.g. "
+                         "vtrace song.mp3 album/ (vtrace --help lists the options)")
     first = cfg.input[0] if cfg.input else cfg.download_dir
     out_root = output_root(cfg, first)
     tracks = collect_inputs(cfg.input, cfg.recursive,
                             exclude=(out_root, cfg.separated_dir, cfg.download_dir, cfg.log_dir))
-    link_results = []
-    if cfg.link:
-        tracks, link_results = _add_links(cfg, tracks)
-    if not tracks and not link_results:
+    if not tracks and not cfg.link:
         raise UsageError(f"input={' '.join(cfg.input)}: no audio files found (looked for "
                          "wav, flac, mp3, ogg, opus, m4a, aac, aiff, webm"
                          f"{'' if cfg.recursive else '; add --recursive for sub-folders'})")
-    engine = Engine(cfg)
-    engine.check(tracks, out_root)
+    log_path = setup_logging(cfg.log_level, cfg.quiet, cfg.log_dir, cfg.log_keep)
+    engine = Engine(cfg, command=["vtrace", *argv])
+    engine.check(tracks, out_root, more=len(cfg.link))  # the last usage errors, if any
+
+    log.info("VTrace: model %s, blend %s alpha=%s%s, voice_alpha=%s, config %s%s",
+             cfg.demucs_model, cfg.blend_mode, cfg.blend_alpha,
+             f" (vocal {cfg.vocal_gain_db:+g} dB)" if cfg.vocal_gain_db is not None else "",
+             cfg.voice_alpha, cfg_path, f", log {log_path}" if log_path else "")
+    log.debug("command line: %s", " ".join(["vtrace", *argv]))
+    log.debug("effective configuration (%s, then typed options %s):", cfg_path,
+              ", ".join(sorted(typed)) or "none")
+    for key, value in cfg.settings("stems", "outputs", "run").items():
+        log.debug("  %s = %r", key, value)
+    link_results = []
+    if cfg.link:
+        local = len(tracks)
+        tracks, link_results = _add_links(cfg, tracks)
+        engine.check(tracks[local:], out_root)
     total = _total_seconds(tracks)
     log.info("%d track(s), %.0f s of audio -> %s", len(tracks), total, out_root)
     results = link_results + run_batch(engine, tracks, out_root, total)
     _finish(cfg, out_root, results)
-    print(summary_table(results))
+    table = summary_table(results)
+    print(table)
+    log.debug("summary:\n%s", table)
     return 1 if any(r.status == "failed" for r in results) else 0
 
 

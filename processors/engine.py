@@ -55,8 +55,10 @@ class Engine:
     """Processes tracks with one Config. ``separation_progress(done_s, total_s)`` is told how
     far a running separation is, in audio-seconds."""
 
-    def __init__(self, cfg, separation_progress=None, threads=None, model_error=None):
+    def __init__(self, cfg, separation_progress=None, threads=None, model_error=None,
+                 command=()):
         self.cfg = cfg
+        self.command = list(command)  # recorded in manifests
         self.threads = threads if threads is not None else torch_threads(cfg.thread)
         self.separation_progress = separation_progress
         # Set by check() when the model cannot be loaded: tracks that need it then fail at
@@ -89,14 +91,16 @@ class Engine:
         current = not cfg.force and _safe_current(track, cfg.params(), out_dir, stems, folder)
         return TrackPlan(out_dir, folder, stems, current)
 
-    def check(self, tracks, out_root):
+    def check(self, tracks, out_root, more=0):
         """Before any track runs: when some track needs separating, check the device and load
         the model (this process is one of the workers, so the load is not wasted) and check
         the options against it. A device that is not here, or an option the loaded model
         cannot take, raises UsageError. A model that cannot be loaded (an unknown name, which
         may be a folder of another tool's stems that lacks a track, or no network) is left to
-        fail only the tracks that need it, each with that reason."""
+        fail only the tracks that need it, each with that reason. ``more``: tracks still to
+        come (links not downloaded yet), counted as needing separation."""
         missing = [t.name for t in tracks if self.describe(t, out_root).needs_separation]
+        missing += [f"{more} link(s)"] * bool(more)
         if not missing:
             return
         from processors.separation import resolve_device
@@ -128,12 +132,12 @@ class Engine:
             if self.describe(track, out_root).outputs_current:
                 done = skipped_result(track, out_dir, self.cfg.eval)
                 result.status = "skipped"
-                result.reason = "already done (same input, stems and parameters)"
+                result.reason = "same input, stems and settings; --force to redo"
             else:
                 out_dir.mkdir(parents=True, exist_ok=True)
                 with tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=out_dir) as work:
                     done = run_track(track, self.cfg, out_dir, Path(work), self._separate,
-                                     progress)
+                                     progress, self._run_info)
                 result.status = "ok"
             result.audio_seconds = done.audio_seconds
             result.eval_seconds, result.eval_row = done.eval_seconds, done.eval_row
@@ -160,6 +164,12 @@ class Engine:
                 pass
             result.reason = " ".join(result.reason.split()) or "failed"
         return result
+
+    def _run_info(self, separated):
+        """How this run went, for the manifest: command line, device and threads."""
+        device = self._separator.device_used if separated and self._separator else None
+        return {"command": self.command, "device": device or "none (stems reused)",
+                "torch_threads": self.threads if separated else None}
 
     def _separate(self, mix_path, folder):
         if isinstance(self.model_error, UnknownModelError):

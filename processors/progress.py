@@ -89,6 +89,8 @@ def summary_table(results):
         if with_eval:
             cells += (f"{r.eval_seconds:.1f}s" if r.eval_seconds else "-",)
         last = r.reason if r.status == "failed" else r.output_dir
+        if r.status == "skipped" and r.reason:
+            last += f" ({r.reason})"
         if r.warnings:
             last += "".join(f" (warning: {w})" for w in r.warnings)
         rows.append(cells + (last,))

@@ -207,6 +207,7 @@ class DemucsSeparator:
         self.segment, self.other_method, self.thread = segment, other_method, thread
         self.progress = progress
         self._model = None
+        self.device_used = None  # where the last separation ran (after any fallback)
         self._load_error = None
         self._checked = False
 
@@ -299,6 +300,7 @@ class DemucsSeparator:
             device = self._run_with_fallbacks(reader, stats, out_dir, mix_path)
         finally:
             reader.close()
+        self.device_used = device
         return SeparationResult(out_dir / STEMS[0], out_dir / STEMS[1],
                                 time.perf_counter() - t0, device, sr, reader.length / sr)
 

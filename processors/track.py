@@ -145,11 +145,12 @@ def skipped_result(track, out_dir, with_eval):
     return Finished(seconds, 0.0, row)
 
 
-def run_track(track, cfg, out_dir, work, separate, progress=None):
+def run_track(track, cfg, out_dir, work, separate, progress=None, run_info=None):
     """Make the outputs of ``track`` in ``out_dir`` (``work`` is a scratch folder).
 
     ``separate(mix_path, folder)`` writes the stems when the track has none (None: no
-    separation available). Raises VTraceError subclasses for a bad track.
+    separation available); ``run_info(separated)`` returns how the run went (command line,
+    device, threads) for the manifest. Raises VTraceError subclasses for a bad track.
     """
     timings, warnings = {}, []
     t = time.perf_counter()
@@ -158,6 +159,7 @@ def run_track(track, cfg, out_dir, work, separate, progress=None):
     # interrupted run never leaves new files described by an old manifest.
     manifest_path(out_dir, track.name).unlink(missing_ok=True)
     original = readable_original(track.path, work)
+    decoder = _decoder(original, track.path)
     sr, file_channels, frames = audio_info(original)
     channels = target_channels(file_channels)
     if file_channels > 2:
@@ -197,9 +199,11 @@ def run_track(track, cfg, out_dir, work, separate, progress=None):
         timings["render_s"] = time.perf_counter() - t
         if cfg.eval or cfg.plot:
             t = time.perf_counter()
-            eval_seconds, eval_row = evaluate(track, cfg, settings, sources, frames, sr, w,
-                                              gains, out_dir)
-            timings["eval_s"] = time.perf_counter() - t
+            eval_row = evaluate(track, cfg, settings, sources, frames, sr, w, gains, out_dir)
+            # one figure for the table and the manifest: the whole step, plot included
+            eval_seconds = timings["eval_s"] = time.perf_counter() - t
+            if eval_row:
+                eval_row["eval_seconds"] = round(eval_seconds, 3)
     finally:
         sources.close()
 
@@ -209,6 +213,9 @@ def run_track(track, cfg, out_dir, work, separate, progress=None):
         t = time.perf_counter()
         files += export_mp3(track, wav_paths, out_dir, cfg.mp3_bitrate)
         timings["mp3_s"] = time.perf_counter() - t
+        from utils.ffmpeg import ffmpeg_exe, ffmpeg_version
+
+        decoder["mp3_encoder"] = ffmpeg_version(ffmpeg_exe())
 
     if file_identity(track.path) != input_identity:
         raise InputError(f"{track.path}: the file changed while it was processed, so its "
@@ -223,6 +230,7 @@ def run_track(track, cfg, out_dir, work, separate, progress=None):
                   "bound_to_mix": "record" if stems.recorded or stems.separated else "check",
                   "check": stems_check, "removed_by_cleanup": removed},
         "warnings": warnings,
+        "run": {**(run_info(stems.separated) if run_info else {}), "decoder": decoder},
         "samplerate": sr, "channels": channels, "frames": frames, "seconds": frames / sr,
         "blend_weight": w, "vocal_gain_db": _db(w),
         "offset": {"lag_samples": offset.lag, "polarity": offset.polarity,
@@ -231,6 +239,13 @@ def run_track(track, cfg, out_dir, work, separate, progress=None):
         "files": files,
         "timings": {k: round(v, 4) for k, v in timings.items()},
     })
+    info = run_info(stems.separated) if run_info else {}
+    log.debug("%s: offset %+d samples, polarity %+d, confidence %.2f%s; gain %s; device %s, "
+              "torch threads %s; decoded by %s; timings %s", track.name, offset.lag,
+              offset.polarity, offset.confidence, "" if aligned else " (not applied)",
+              ", ".join(f"{k} {g:.3f}" for k, g in gains.items()), info.get("device", "-"),
+              info.get("torch_threads") or "-", decoder["input"],
+              ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
     if removed:
         import shutil
 
@@ -375,7 +390,7 @@ def write_manifest(out_dir, track, input_identity, fields):
 def evaluate(track, cfg, settings, sources, frames, sr, w, gains, out_dir):
     """``--eval`` / ``--plot``: metrics on the float outputs (before any PCM or MP3 encoding),
     recomputed for the whole track with the same gains, next to the outputs.
-    Returns ``(eval_seconds, eval_row)``."""
+    Returns the batch CSV row ({} without --eval)."""
     from processors import evaluation
 
     o, outs = compute(sources, 0, frames, w, settings.voice_alpha, sr, shaping(settings, sr))
@@ -388,7 +403,7 @@ def evaluate(track, cfg, settings, sources, frames, sr, w, gains, out_dir):
     if cfg.plot:
         evaluation.plot_track(Path(out_dir) / f"{track.name}_eval.png", signals, sr)
     if not cfg.eval:
-        return 0.0, {}
+        return {}
     reference = None
     if cfg.reference:
         reference = evaluation.find_reference(Path(cfg.reference), track.stems_name)
@@ -400,7 +415,7 @@ def evaluate(track, cfg, settings, sources, frames, sr, w, gains, out_dir):
     report = evaluation.evaluate_track(signals, sr, reference, cfg.estoi,
                                        vocal_gain=w if cfg.blend_mode != "gate" else None)
     evaluation.write_track_report(Path(out_dir) / f"{track.name}_eval.json", report)
-    return report["eval_seconds"], evaluation.report_row(track.name, report)
+    return evaluation.report_row(track.name, report)
 
 
 def readable_original(path, work):
@@ -450,8 +465,25 @@ def _db(g):
     return round(20 * math.log10(g), 3) if g > 0 else None
 
 
+def _decoder(readable, path):
+    """What decoded the input: soundfile itself, or ffmpeg (which binary and version)."""
+    if Path(readable) == Path(path):
+        return {"input": "soundfile"}
+    from utils.ffmpeg import ffmpeg_exe, ffmpeg_version
+
+    return {"input": ffmpeg_version(ffmpeg_exe())}
+
+
 def _versions():
+    from importlib.metadata import PackageNotFoundError, version
+
     import soundfile
 
-    return {"python": platform.python_version(), "numpy": np.__version__,
-            "soundfile": soundfile.__version__, "libsndfile": soundfile.__libsndfile_version__}
+    found = {"python": platform.python_version(), "numpy": np.__version__,
+             "soundfile": soundfile.__version__, "libsndfile": soundfile.__libsndfile_version__}
+    for dist in ("torch", "demucs"):
+        try:
+            found[dist] = version(dist)
+        except PackageNotFoundError:
+            found[dist] = None
+    return found
