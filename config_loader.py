@@ -342,6 +342,12 @@ def build_parser():
                                help="YAML file of defaults (default: ./config.yaml, else the "
                                     "shipped one)")
     groups["run"].add_argument("--version", action="version", version=f"VTrace {__version__}")
+    groups["separation"].add_argument(
+        "--list-models", action="store_true", default=None,
+        help="list the Demucs models, their files and where they go, and exit")
+    groups["separation"].add_argument(
+        "--fetch-model", metavar="NAME",
+        help="download model NAME's files into --model-repo DIR for offline runs, and exit")
     for f in fields(Config):
         m = f.metadata
         if not m["cli"]:
@@ -384,6 +390,15 @@ def _metavar(name):
     return special.get(name, name.split("_")[-1].upper())
 
 
+ACTIONS = ("list_models", "fetch_model")  # options that do one thing and exit
+
+
+def requested_action(argv):
+    """``("list_models", True)``, ``("fetch_model", NAME)`` or None."""
+    args = build_parser().parse_args(argv)
+    return next(((k, getattr(args, k)) for k in ACTIONS if getattr(args, k)), None)
+
+
 def load_config(argv=None):
     """Parse ``argv``, merge config.yaml, validate. Returns ``(Config, typed_keys, config_path)``.
 
@@ -392,7 +407,12 @@ def load_config(argv=None):
     """
     args = build_parser().parse_args(argv)
     typed = {k: v for k, v in vars(args).items()
-             if v is not None and k not in ("config", "items")}
+             if v is not None and k not in ("config", "items") + ACTIONS}
+    if args.fetch_model is not None:
+        if not args.model_repo:
+            raise UsageError(f"--fetch-model {args.fetch_model} needs --model-repo DIR: the "
+                             "folder to put the model's files in")
+        Path(args.model_repo).mkdir(parents=True, exist_ok=True)
     for item in args.items or []:  # positional: links by their scheme, the rest are paths
         key = "link" if _URL.match(item) else "input"
         typed[key] = typed.get(key, []) + [item]

@@ -17,7 +17,7 @@ def main(argv=None):
     Every usage error (exit 2) is found before any track runs and before the banner, printed
     as one ``vtrace: error: ...`` line, and leaves no log file.
     """
-    from config_loader import build_parser, load_config
+    from config_loader import build_parser, load_config, requested_action
     from utils.errors import UsageError
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -28,7 +28,8 @@ def main(argv=None):
                 raise UsageError("nothing to process: give audio files, folders or links, e.g. "
                                  "vtrace song.mp3 album/ (vtrace --help lists the options)")
             cfg, typed, cfg_path = load_config(argv)
-            rc = _run(cfg, typed, cfg_path, argv)
+            action = requested_action(argv)
+            rc = _action(cfg, *action) if action else _run(cfg, typed, cfg_path, argv)
         except SystemExit as exc:  # argparse: --help / --version
             return exc.code if isinstance(exc.code, int) else 2
     except UsageError as exc:
@@ -42,6 +43,23 @@ def main(argv=None):
         return 130
     log.debug("exit code %d", rc)
     return rc
+
+
+def _action(cfg, name, value):
+    """--list-models / --fetch-model: print what was asked and exit."""
+    from processors import models
+    from utils.errors import SeparationError
+
+    if name == "list_models":
+        print("\n".join(models.describe_models()))
+        return 0
+    try:
+        done = models.fetch_model(value, cfg.model_repo)
+    except SeparationError as exc:
+        print(f"vtrace: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(models.fetch_report(value, cfg.model_repo, done)))
+    return 0
 
 
 def _run(cfg, typed, cfg_path, argv):
