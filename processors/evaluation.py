@@ -309,26 +309,51 @@ def write_batch_csv(path: Path, rows: list[dict]) -> None:
 
 
 def format_table(rows: list[dict]) -> str:
-    """A short fixed-width table of ``report_row`` rows for the end of the run."""
+    """A short fixed-width table of ``report_row`` rows for the end of the run. With true stems
+    it puts the model's own stems beside VTrace's outputs (SDR against the true stems) and
+    ends each row with a one-line verdict of what VTrace changed."""
     kind = "estoi" if any(r.get("model_voice_estoi") is not None for r in rows) else "stoi"
-    cols = [("track", "track", None), ("eval s", "eval_seconds", 1),
-            ("vocal dB", "vocal_change_db", 1), ("PC cos", "model_phase_cancel_cosine", 3),
-            (f"voice {kind.upper()}", f"model_voice_{kind}", 3),
-            ("PC SDR", "ref_phase_cancel_sdr", 1), ("voice SDR", "ref_voice_sdr", 1),
-            ("voice SI-SDR", "ref_voice_si_sdr", 1)]
-    if all(r.get("ref_voice_sdr") is None for r in rows):
-        cols = cols[:5]
+    with_ref = any(r.get("ref_voice_sdr") is not None for r in rows)
+    if with_ref:
+        cols = [("track", "track", None), ("eval s", "eval_seconds", 1),
+                ("vocal dB", "vocal_change_db", 1),
+                ("inst SDR model", "ref_model_instrumental_sdr", 1),
+                ("inst SDR vtrace", "ref_phase_cancel_sdr", 1),
+                ("vocal SDR model", "ref_model_vocals_sdr", 1),
+                ("vocal SDR vtrace", "ref_voice_sdr", 1), ("verdict", None, None)]
+    else:
+        cols = [("track", "track", None), ("eval s", "eval_seconds", 1),
+                ("vocal dB", "vocal_change_db", 1), ("PC cos", "model_phase_cancel_cosine", 3),
+                (f"voice {kind.upper()}", f"model_voice_{kind}", 3)]
 
-    def cell(v, digits):
+    def cell(r, key, digits):
+        v = verdict(r) if key is None else r.get(key)
         if v is None:
             return "-"
         return f"{v:.{digits}f}" if digits is not None else str(v)
 
-    table = [[c[0] for c in cols]] + [[cell(r.get(k), d) for _, k, d in cols] for r in rows]
+    table = [[c[0] for c in cols]] + [[cell(r, k, d) for _, k, d in cols] for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(cols))]
-    return "\n".join("  ".join(v.ljust(w) if i == 0 else v.rjust(w)
-                               for i, (v, w) in enumerate(zip(line, widths)))
-                     for line in table)
+    return "\n".join("  ".join(v.ljust(w) if i in (0, len(cols) - 1) and with_ref or i == 0
+                               else v.rjust(w) for i, (v, w) in enumerate(zip(line, widths)))
+                     .rstrip() for line in table)
+
+
+def verdict(row: dict, tie_db: float = 0.1) -> str:
+    """What VTrace changed against the model's own stems, in SDR (BSS Eval v3) to the true
+    stems: e.g. "instrumental +1.2 dB, vocal -0.4 dB vs the model's stems"."""
+    parts = []
+    for label, ours, model in (("instrumental", "ref_phase_cancel_sdr",
+                                "ref_model_instrumental_sdr"),
+                               ("vocal", "ref_voice_sdr", "ref_model_vocals_sdr")):
+        a, b = row.get(ours), row.get(model)
+        if a is None or b is None:
+            parts.append(f"{label} not measured")
+        elif abs(a - b) < tie_db:
+            parts.append(f"{label} as the model's")
+        else:
+            parts.append(f"{label} {a - b:+.1f} dB")
+    return ", ".join(parts) + " vs the model's stems"
 
 
 def plot_track(path: Path, signals: dict, sr: int) -> None:

@@ -322,7 +322,21 @@ def test_reports_csv_schema_and_json(tmp_path):
     assert json.loads(report_path.read_text()) == {"a": 1.5, "b": None}
     assert leftovers(tmp_path) == []  # no temporary file left behind
     table = ev.format_table(rows)
-    assert "with ref" in table and "voice SDR" in table and "-" in table
+    assert "with ref" in table and "vocal SDR vtrace" in table and "-" in table
+
+
+def test_table_puts_model_stems_beside_outputs_with_a_verdict():
+    rows = [{"track": "a", "eval_seconds": 1.0, "vocal_change_db": -20.0,
+             "ref_model_instrumental_sdr": 10.0, "ref_phase_cancel_sdr": 11.25,
+             "ref_model_vocals_sdr": 8.0, "ref_voice_sdr": 8.04},
+            {"track": "b", "eval_seconds": 1.0, "vocal_change_db": -20.0,
+             "ref_voice_sdr": 3.0}]
+    lines = ev.format_table(rows).splitlines()
+    assert lines[0].split()[3:6] == ["SDR", "model", "inst"]
+    assert lines[1].endswith("instrumental +1.2 dB, vocal as the model's vs the model's stems")
+    assert "10.0" in lines[1] and "11.2" in lines[1]
+    assert lines[2].endswith("instrumental not measured, vocal not measured vs the model's "
+                             "stems")
 
 
 def test_plot_track_writes_png(tmp_path):
