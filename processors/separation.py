@@ -11,10 +11,12 @@ abs difference < 1e-7 on unit-scale signals; tests/test_separation.py asserts < 
 Stems are float32 WAV at the model's rate (no clipping or per-stem rescale, so O = V + I holds).
 """
 
+import contextlib
 import logging
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,8 +96,10 @@ def _load_model(name: str, repo: Optional[Path], vocals_only: bool = False):
                 f"unknown demucs_model={name}; use one of "
                 f"{', '.join(sorted(k for k in known if not k[0].isdigit()))}, {fix}")
     try:
-        bag = _load_bag_for_vocals(name, repo) if vocals_only else None
-        return bag if bag is not None else get_model(name, repo)
+        # stdout is the summary's: download chatter (prints, progress bars) goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            bag = _load_bag_for_vocals(name, repo) if vocals_only else None
+            return bag if bag is not None else get_model(name, repo)
     except (Exception, SystemExit) as exc:
         if repo is not None:
             raise SeparationError(f"cannot load demucs_model={name} from model_repo={repo}: "

@@ -160,3 +160,20 @@ def test_model_repo_that_is_not_a_folder_is_a_usage_error(tmp_path, capsys):
     write(tmp_path / "songs" / "s.wav", vocals + inst)
     assert main(_args(tmp_path, "--model-repo", str(tmp_path / "nowhere"))) == 2
     assert "model_repo=" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_nothing_from_model_loading_reaches_stdout(tmp_path, capsys, monkeypatch):
+    import demucs.pretrained
+
+    real = demucs.pretrained.get_model
+
+    def chatty(name, repo=None):
+        print("Downloading: 100%|##########| 80.2M/80.2M")  # what download helpers do
+        return real(name, repo)
+
+    monkeypatch.setattr(demucs.pretrained, "get_model", chatty)
+    vocals, inst = tone_mix(seconds=1.0)
+    write(tmp_path / "songs" / "s.wav", vocals + inst)
+    assert main(_args(tmp_path)) == 0
+    captured = capsys.readouterr()
+    assert "Downloading" not in captured.out and "Downloading" in captured.err
