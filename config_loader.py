@@ -131,6 +131,11 @@ class Config:
     align: bool = opt("outputs", True, "blend", "estimate and remove the stems' offset and polarity against "
                       "the original (--no-align skips it)")
     # output
+    filename: str = opt("outputs", "{model}/{track}/{track}_{output}.{ext}", "output",
+                        "where each output goes under the output folder; fields {track}, "
+                        "{model}, {output}, {ext}, {blend_alpha}, {vocal_gain_db}, "
+                        "{voice_alpha}, {blend_mode} (e.g. {track}/{output}_a{blend_alpha}.{ext} "
+                        "keeps A/B runs side by side)")
     output: str = opt("run", None, "output", "output folder", flags=("-o",), typ=str,
                       nullable=True, shown="vtrace_output/ beside the first input")
     wav_format: str = opt("outputs", "pcm24", "output", "WAV sample format",
@@ -173,6 +178,12 @@ class Config:
         if self.residual_hpf and self.residual_lpf and self.residual_hpf >= self.residual_lpf:
             raise ConfigError(f"residual_hpf={self.residual_hpf} must be below residual_lpf="
                               f"{self.residual_lpf}, or the residual would be silent")
+        from utils.layout import check_filename
+
+        try:
+            check_filename(self.filename, **self.settings("outputs"))
+        except (ValueError, KeyError, IndexError) as exc:
+            raise ConfigError(str(exc)) from None
         if self.model_repo is not None and not Path(self.model_repo).is_dir():
             raise ConfigError(f"model_repo={self.model_repo} is not a folder; point --model-repo "
                               "at the folder holding the model's .yaml/.th files, or drop it")

@@ -22,7 +22,7 @@ from processors.track import (TrackResult, outputs_current, run_track, skipped_r
 from utils.atomic_files import WORK_PREFIX, remove_stale_temps
 from utils.errors import SeparationError, UnknownModelError, UsageError, VTraceError
 from utils.inputs import default_output_dir
-from utils.layout import stem_paths, stems_folder
+from utils.layout import OutputNames, stem_paths, stems_folder
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +81,21 @@ class Engine:
         if self.separation_progress is not None:
             self.separation_progress(done, total)
 
+    def names(self, track, out_root):
+        """Where the track's outputs go (``--filename`` under ``out_root``)."""
+        cfg = self.cfg
+        return OutputNames(out_root, cfg.filename, track.name, cfg.demucs_model,
+                           cfg.settings("outputs"))
+
     def describe(self, track, out_root):
         """A TrackPlan: where the track's outputs and stems are, and whether they are current."""
         cfg = self.cfg
-        out_dir = Path(out_root) / track.name
+        names = self.names(track, out_root)
         stems = None if cfg.force else stem_paths(cfg.separated_dir, cfg.demucs_model,
                                                   track.stems_name)
         folder = stems_folder(cfg.separated_dir, cfg.demucs_model, track.stems_name)
-        current = not cfg.force and _safe_current(track, cfg.params(), out_dir, stems, folder)
-        return TrackPlan(out_dir, folder, stems, current)
+        current = not cfg.force and _safe_current(track, cfg.params(), names, stems, folder)
+        return TrackPlan(names.folder, folder, stems, current)
 
     def check(self, tracks, out_root, more=0):
         """Before any track runs: when some track needs separating, check the device and load
@@ -125,18 +131,19 @@ class Engine:
         raises for a bad track (KeyboardInterrupt and SystemExit pass, with no temporary file
         left). ``progress(seconds)`` is called with audio-seconds rendered."""
         t0 = time.perf_counter()
-        out_dir = Path(out_root) / track.name
+        names = self.names(track, out_root)
+        out_dir = names.folder
         result = TrackResult(track.name, str(track.path), "failed", output_dir=str(out_dir))
         try:
             remove_stale_temps(out_dir)
             if self.describe(track, out_root).outputs_current:
-                done = skipped_result(track, out_dir, self.cfg.eval)
+                done = skipped_result(names, self.cfg.eval)
                 result.status = "skipped"
                 result.reason = "same input, stems and settings; --force to redo"
             else:
                 out_dir.mkdir(parents=True, exist_ok=True)
                 with tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=out_dir) as work:
-                    done = run_track(track, self.cfg, out_dir, Path(work), self._separate,
+                    done = run_track(track, self.cfg, names, Path(work), self._separate,
                                      progress, self._run_info)
                 result.status = "ok"
             result.audio_seconds = done.audio_seconds
@@ -157,11 +164,8 @@ class Engine:
             raise
         finally:
             result.wall_seconds = time.perf_counter() - t0
-        if result.status == "failed":
-            try:
-                out_dir.rmdir()  # only if empty: a failed track leaves no folder of its own
-            except OSError:
-                pass
+        if result.status == "failed":  # a failed track leaves no empty folder of its own
+            _remove_empty(out_dir, Path(out_root))
             result.reason = " ".join(result.reason.split()) or "failed"
         return result
 
@@ -180,8 +184,19 @@ class Engine:
         self.separator.separate_file(mix_path, folder)
 
 
-def _safe_current(track, params, out_dir, stems, folder):
+def _remove_empty(folder, root):
+    """Remove ``folder`` and its parents below ``root`` while they are empty."""
+    folder, root = Path(folder), Path(root)
+    while folder != root and folder.is_relative_to(root):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
+
+
+def _safe_current(track, params, names, stems, folder):
     try:
-        return outputs_current(track, params, out_dir, stems, folder)
+        return outputs_current(track, params, names, stems, folder)
     except VTraceError:
         return False  # an unreadable input is not current; processing says why

@@ -85,29 +85,22 @@ class Stems:
         return {"vocals": file_identity(self.vocals), "no_vocals": file_identity(self.no_vocals)}
 
 
-def manifest_path(out_dir, name):
-    return Path(out_dir) / f"{name}_vtrace.json"
-
-
-def output_paths(out_dir, name, ext=".wav"):
-    return {k: Path(out_dir) / f"{name}_{k}{ext}" for k in OUTPUTS}
-
-
-def read_manifest(out_dir, name):
-    """The track's manifest as a dict, or None when there is none or it cannot be read."""
+def read_manifest(names):
+    """The track's manifest (at ``names.manifest``, an ``OutputNames``) as a dict, or None
+    when there is none or it cannot be read."""
     try:
-        manifest = json.loads(manifest_path(out_dir, name).read_text(encoding="utf-8"))
+        manifest = json.loads(names.manifest.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return manifest if isinstance(manifest, dict) else None
 
 
-def outputs_current(track, params, out_dir, stems, folder):
+def outputs_current(track, params, names, stems, folder):
     """True when the track's manifest says its outputs were made from this input (same
     identity), these stems (``stems``: the ``(vocals, no_vocals)`` paths found now, or None;
     stems that --cleanup removed count as the same when ``folder`` is the one they were in)
     and these ``params``, with all its outputs present: the track can be skipped."""
-    manifest = read_manifest(out_dir, track.name)
+    manifest = read_manifest(names)
     if manifest is None:
         return False
     if manifest.get("params") != json.loads(json.dumps(params)):
@@ -125,28 +118,28 @@ def outputs_current(track, params, out_dir, stems, folder):
                                        "no_vocals": file_identity(stems[1])}:
         return False
     files = manifest.get("files", [])
-    return isinstance(files, list) and all((Path(out_dir) / str(f)).is_file() for f in files)
+    return isinstance(files, list) and all((names.root / str(f)).is_file() for f in files)
 
 
-def skipped_result(track, out_dir, with_eval):
+def skipped_result(names, with_eval):
     """What a skipped track reports: its length, and its evaluation row for the batch CSV."""
     from processors.evaluation import report_row
 
     seconds, row = 0.0, {}
-    manifest = read_manifest(out_dir, track.name) or {}
+    manifest = read_manifest(names) or {}
     try:
         seconds = float(manifest.get("seconds", 0.0))
         if with_eval:
-            report = json.loads((Path(out_dir) / f"{track.name}_eval.json")
-                                .read_text(encoding="utf-8"))
-            row = report_row(track.name, report)
+            report = json.loads(names.path("eval", "json").read_text(encoding="utf-8"))
+            row = report_row(names.values["track"], report)
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return Finished(seconds, 0.0, row)
 
 
-def run_track(track, cfg, out_dir, work, separate, progress=None, run_info=None):
-    """Make the outputs of ``track`` in ``out_dir`` (``work`` is a scratch folder).
+def run_track(track, cfg, names, work, separate, progress=None, run_info=None):
+    """Make the outputs of ``track`` at ``names`` (an ``OutputNames``; ``work`` is a scratch
+    folder).
 
     ``separate(mix_path, folder)`` writes the stems when the track has none (None: no
     separation available); ``run_info(separated)`` returns how the run went (command line,
@@ -157,7 +150,11 @@ def run_track(track, cfg, out_dir, work, separate, progress=None, run_info=None)
     input_identity = file_identity(track.path)  # before anything is read: see the end
     # From here the old outputs may be replaced one by one: their manifest goes first, so an
     # interrupted run never leaves new files described by an old manifest.
-    manifest_path(out_dir, track.name).unlink(missing_ok=True)
+    previous = read_manifest(names) or {}
+    names.manifest.unlink(missing_ok=True)
+    changed = _changed(previous.get("params"), cfg.params())
+    if changed:
+        log.info("%s: replacing outputs made with other settings (%s)", track.name, changed)
     original = readable_original(track.path, work)
     decoder = _decoder(original, track.path)
     sr, file_channels, frames = audio_info(original)
@@ -191,15 +188,16 @@ def run_track(track, cfg, out_dir, work, separate, progress=None, run_info=None)
 
         w = blend_weight(cfg.blend_alpha, cfg.vocal_gain_db, cfg.blend_mode, cfg.gamma)
         t = time.perf_counter()
-        wav_dir = work if (cfg.convert_to_mp3 and cfg.mp3_only) else out_dir
-        wav_paths = output_paths(wav_dir, track.name)
+        kept = not (cfg.convert_to_mp3 and cfg.mp3_only)
+        wav_paths = {k: names.path(k, "wav") if kept else Path(work) / f"{k}.wav"
+                     for k in OUTPUTS}
         settings = RenderSettings.of(cfg)
         gains, peaks, loudness = render(sources, frames, sr, channels, w, settings, wav_paths,
                                         progress)
         timings["render_s"] = time.perf_counter() - t
         if cfg.eval or cfg.plot:
             t = time.perf_counter()
-            eval_row = evaluate(track, cfg, settings, sources, frames, sr, w, gains, out_dir)
+            eval_row = evaluate(track, cfg, settings, sources, frames, sr, w, gains, names)
             # one figure for the table and the manifest: the whole step, plot included
             eval_seconds = timings["eval_s"] = time.perf_counter() - t
             if eval_row:
@@ -207,11 +205,12 @@ def run_track(track, cfg, out_dir, work, separate, progress=None, run_info=None)
     finally:
         sources.close()
 
-    files = [p.name for p in wav_paths.values()] if wav_dir == out_dir else []
-    files += [f"{track.name}_eval.json"] * cfg.eval + [f"{track.name}_eval.png"] * cfg.plot
+    files = [names.relative(p) for p in wav_paths.values()] if kept else []
+    files += [names.relative(names.path("eval", ext))
+              for ext, asked in (("json", cfg.eval), ("png", cfg.plot)) if asked]
     if cfg.convert_to_mp3:
         t = time.perf_counter()
-        files += export_mp3(track, wav_paths, out_dir, cfg.mp3_bitrate)
+        files += export_mp3(track, wav_paths, names, cfg.mp3_bitrate)
         timings["mp3_s"] = time.perf_counter() - t
         from utils.ffmpeg import ffmpeg_exe, ffmpeg_version
 
@@ -221,7 +220,7 @@ def run_track(track, cfg, out_dir, work, separate, progress=None, run_info=None)
         raise InputError(f"{track.path}: the file changed while it was processed, so its "
                          "outputs would mix two versions; run again once it is complete")
     removed = bool(cfg.cleanup and stems.created)
-    write_manifest(out_dir, track, input_identity, {
+    write_manifest(names, track, input_identity, {
         "params": cfg.params(),
         "model": cfg.demucs_model,
         "stems": {"vocals": str(stems.vocals), "no_vocals": str(stems.no_vocals),
@@ -239,6 +238,7 @@ def run_track(track, cfg, out_dir, work, separate, progress=None, run_info=None)
         "files": files,
         "timings": {k: round(v, 4) for k, v in timings.items()},
     })
+    _remove_replaced(names, previous.get("files"), files)
     info = run_info(stems.separated) if run_info else {}
     log.debug("%s: offset %+d samples, polarity %+d, confidence %.2f%s; gain %s; device %s, "
               "torch threads %s; decoded by %s; timings %s", track.name, offset.lag,
@@ -364,30 +364,52 @@ def blend_weight(blend_alpha, vocal_gain_db, blend_mode, gamma):
     return core.blend_weight(alpha, blend_mode, gamma)
 
 
-def export_mp3(track, wav_paths, out_dir, bitrate):
-    """MP3 copies of the WAV outputs, tagged; returns their file names."""
+def export_mp3(track, wav_paths, names, bitrate):
+    """MP3 copies of the WAV outputs, tagged; returns their paths relative to the output
+    folder."""
     from audio_utils.audio_conversion import encode_mp3
 
     tags = dict(track.meta)
-    names = []
+    done = []
     for key, wav in wav_paths.items():
-        mp3 = Path(out_dir) / f"{track.name}_{key}.mp3"
+        mp3 = names.path(key, "mp3")
         encode_mp3(wav, mp3, bitrate,
                    {"title": f"{tags.get('title', track.name)} ({key.replace('_', ' ')})",
                     "artist": tags.get("uploader", "")})
-        names.append(mp3.name)
-    return names
+        done.append(names.relative(mp3))
+    return done
 
 
-def write_manifest(out_dir, track, input_identity, fields):
+def write_manifest(names, track, input_identity, fields):
     """The track's manifest, written last and atomically: its presence means done."""
     manifest = {"vtrace_version": __version__, "track": track.name,
                 "input": input_identity, **fields, "meta": dict(track.meta),
                 "versions": _versions()}
-    write_text_atomic(manifest_path(out_dir, track.name), json.dumps(manifest, indent=2))
+    write_text_atomic(names.manifest, json.dumps(manifest, indent=2))
 
 
-def evaluate(track, cfg, settings, sources, frames, sr, w, gains, out_dir):
+def _changed(old, new):
+    """``"blend_alpha 0.1 -> 0.5, ..."`` for settings that differ, "" when none do (or there
+    were no earlier outputs)."""
+    if not isinstance(old, dict):
+        return ""
+    new = json.loads(json.dumps(new))
+    return ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in new.items() if old.get(k) != v)
+
+
+def _remove_replaced(names, old_files, new_files):
+    """Delete the earlier outputs this run did not write again (WAVs after a switch to
+    --mp3-only, an evaluation no longer asked for): they no longer match the manifest."""
+    if not isinstance(old_files, list):
+        return
+    for name in set(map(str, old_files)) - set(new_files):
+        path = names.root / name
+        if path.resolve().is_relative_to(names.root.resolve()) and path.is_file():
+            path.unlink()
+            log.info("%s: removed %s (not part of these outputs)", names.values["track"], name)
+
+
+def evaluate(track, cfg, settings, sources, frames, sr, w, gains, names):
     """``--eval`` / ``--plot``: metrics on the float outputs (before any PCM or MP3 encoding),
     recomputed for the whole track with the same gains, next to the outputs.
     Returns the batch CSV row ({} without --eval)."""
@@ -401,7 +423,7 @@ def evaluate(track, cfg, settings, sources, frames, sr, w, gains, out_dir):
                "model_instrumental": sources.instrumental.read(0, frames),
                "model_vocals": sources.vocals.read(0, frames)}
     if cfg.plot:
-        evaluation.plot_track(Path(out_dir) / f"{track.name}_eval.png", signals, sr)
+        evaluation.plot_track(names.path("eval", "png"), signals, sr)
     if not cfg.eval:
         return {}
     reference = None
@@ -414,7 +436,7 @@ def evaluate(track, cfg, settings, sources, frames, sr, w, gains, out_dir):
                         cfg.reference, track.stems_name)
     report = evaluation.evaluate_track(signals, sr, reference, cfg.estoi,
                                        vocal_gain=w if cfg.blend_mode != "gate" else None)
-    evaluation.write_track_report(Path(out_dir) / f"{track.name}_eval.json", report)
+    evaluation.write_track_report(names.path("eval", "json"), report)
     return evaluation.report_row(track.name, report)
 
 

@@ -70,7 +70,7 @@ def test_corpus_of_bad_inputs_each_ends_with_a_reason(tmp_path, capsys):
     for f in (tmp_path / "out").rglob("*.wav"):
         assert np.isfinite(read(f)[0]).all()
     assert leftovers(tmp_path / "out") == []
-    silence_out = read(tmp_path / "out/silence/silence_blended.wav")[0]
+    silence_out = read(tmp_path / "out/test/silence/silence_blended.wav")[0]
     assert not silence_out.any()
 
 
@@ -103,8 +103,9 @@ def test_odd_names_and_same_stem_names_never_collide(tmp_path, capsys):
 
     for name in names:
         stem = sanitize_name(Path(name).stem)
-        assert (tmp_path / "out" / stem / f"{stem}_blended.wav").is_file()
-    twins = [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith("with space")]
+        assert (tmp_path / "out" / "test" / stem / f"{stem}_blended.wav").is_file()
+    twins = [p.name for p in (tmp_path / "out" / "test").iterdir()
+             if p.name.startswith("with space")]
     assert twins == ["with space"]  # the .flac twin got its own name and failed alone
     assert "with space-" in out
     for p in (tmp_path / "out").rglob("*"):
@@ -117,8 +118,8 @@ def test_two_workers_equal_one(tmp_path):
     assert main(args(tmp_path, songs, sep, "-t", "2", out="two")) == 0
     for i in range(4):
         for k in ("blended", "vocal_residual", "phase_cancel"):
-            a = (tmp_path / f"one/s{i}/s{i}_{k}.wav").read_bytes()
-            b = (tmp_path / f"two/s{i}/s{i}_{k}.wav").read_bytes()
+            a = (tmp_path / f"one/test/s{i}/s{i}_{k}.wav").read_bytes()
+            b = (tmp_path / f"two/test/s{i}/s{i}_{k}.wav").read_bytes()
             assert a == b
 
 
@@ -129,14 +130,14 @@ def test_sigkill_then_rerun_leaves_no_partial_outputs(tmp_path):
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
-    while time.time() < deadline and not list((tmp_path / "out").glob("*/*_vtrace.json")):
+    while time.time() < deadline and not list((tmp_path / "out").glob("*/*/*_vtrace.json")):
         time.sleep(0.02)
     time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = {p.parent.name for p in (tmp_path / "out").glob("*/*_vtrace.json")}
+    done = {p.parent.name for p in (tmp_path / "out").glob("*/*/*_vtrace.json")}
     assert done and len(done) < 6, "the kill should land mid-batch"
-    for folder in (tmp_path / "out").iterdir():
+    for folder in (tmp_path / "out" / "test").iterdir():
         finished = {p.name for p in folder.iterdir() if not p.name.startswith(".")}
         if folder.name not in done:  # a track killed mid-way shows no finished-looking output
             assert not finished, finished
@@ -168,7 +169,7 @@ def test_mp3_export_lines_up_with_the_wav(song):
     assert main(["-i", str(song["dir"]), "--demucs-model", "test", "--separated-dir",
                  str(song["sep"]), "-o", str(song["tmp"] / "out"), "--quiet", "--log-dir",
                  str(song["tmp"] / "logs"), "--convert_mp3"]) == 0
-    folder = song["tmp"] / "out" / "mix"
+    folder = song["tmp"] / "out" / "test" / "mix"
     for k in ("blended", "vocal_residual", "phase_cancel"):
         wav, _ = read(folder / f"mix_{k}.wav")
         mp3, sr = read(folder / f"mix_{k}.mp3")
@@ -184,7 +185,7 @@ def test_mp3_export_lines_up_with_the_wav(song):
     tags = mutagen.File(folder / "mix_blended.mp3", easy=True)
     assert "mix" in tags["title"][0] and tags.info.bitrate == 320000
     manifest = json.loads((folder / "mix_vtrace.json").read_text())
-    assert "mix_blended.mp3" in manifest["files"]
+    assert "test/mix/mix_blended.mp3" in manifest["files"]  # relative to the output folder
 
 
 def test_mp3_only_keeps_no_wavs(song):
@@ -192,7 +193,7 @@ def test_mp3_only_keeps_no_wavs(song):
                  str(song["sep"]), "-o", str(song["tmp"] / "out"), "--quiet", "--log-dir",
                  str(song["tmp"] / "logs"), "--convert-to-mp3", "--mp3-only",
                  "--mp3-bitrate", "192"]) == 0
-    names = sorted(p.name for p in (song["tmp"] / "out" / "mix").iterdir())
+    names = sorted(p.name for p in (song["tmp"] / "out" / "test" / "mix").iterdir())
     assert names == ["mix_blended.mp3", "mix_phase_cancel.mp3", "mix_vocal_residual.mp3",
                      "mix_vtrace.json"]
-    assert sf.info(str(song["tmp"] / "out/mix/mix_blended.mp3")).frames == song["mix"].shape[1]
+    assert sf.info(str(song["tmp"] / "out/test/mix/mix_blended.mp3")).frames == song["mix"].shape[1]

@@ -21,7 +21,7 @@ def run(song, *extra, out="out"):
 
 
 def outputs(song, out="out", name="mix"):
-    folder = song["tmp"] / out / name
+    folder = song["tmp"] / out / "test" / name
     return {k: read(folder / f"{name}_{k}.wav")[0]
             for k in ("blended", "vocal_residual", "phase_cancel")}
 
@@ -35,7 +35,7 @@ def test_outputs_equal_their_formulas(song, capsys):
     np.testing.assert_allclose(out["phase_cancel"], i, atol=1e-6)
     summary = capsys.readouterr().out
     assert "mix" in summary and "1 ok" in summary
-    manifest = json.loads((song["tmp"] / "out/mix/mix_vtrace.json").read_text())
+    manifest = json.loads((song["tmp"] / "out/test/mix/mix_vtrace.json").read_text())
     assert manifest["offset"]["lag_samples"] == 0 and manifest["gain"]["blended"] == 1.0
     assert manifest["params"]["blend_alpha"] == 0.25 and manifest["samplerate"] == SR
 
@@ -67,7 +67,7 @@ def test_delayed_inverted_stems_give_the_same_outputs(song):
     a, d = outputs(song, "aligned"), outputs(song, "delayed")
     for k in a:
         np.testing.assert_array_equal(a[k], d[k])
-    manifest = json.loads((song["tmp"] / "delayed/mix/mix_vtrace.json").read_text())
+    manifest = json.loads((song["tmp"] / "delayed/test/mix/mix_vtrace.json").read_text())
     assert manifest["offset"]["lag_samples"] == lag and manifest["offset"]["polarity"] == -1
     assert run(song, "--wav-format", "float32", "--no-align", out="unaligned") == 0
     assert not np.allclose(outputs(song, "unaligned")["phase_cancel"], song["inst"], atol=1e-3)
@@ -85,7 +85,7 @@ def test_stems_at_another_rate_and_mono_original(tmp_path):
                str(tmp_path / "sep"), "-o", str(tmp_path / "out"), "--quiet",
                "--log-dir", str(tmp_path / "logs")])
     assert rc == 0
-    pc, sr = read(tmp_path / "out/mono/mono_phase_cancel.wav")
+    pc, sr = read(tmp_path / "out/m/mono/mono_phase_cancel.wav")
     assert sr == SR and pc.shape == inst.shape  # the input's length, rate and channels
     # the stem comes back as the round trip through 48 kHz (band-limited to below 22.05 kHz)
     expected = resample(resample(inst, SR, 48000), 48000, SR)
@@ -98,7 +98,7 @@ def test_clip_gain_is_common_to_all_outputs(song):
     write(song["sep"] / "test/mix/vocals.wav", 3.0 * song["vocals"])
     write(song["sep"] / "test/mix/no_vocals.wav", 3.0 * song["inst"])
     assert run(song, "--wav-format", "float32") == 0
-    manifest = json.loads((song["tmp"] / "out/mix/mix_vtrace.json").read_text())
+    manifest = json.loads((song["tmp"] / "out/test/mix/mix_vtrace.json").read_text())
     gains = set(manifest["gain"].values())
     assert len(gains) == 1 and gains.pop() < 1.0
     out = outputs(song)
@@ -134,7 +134,7 @@ def test_a_bad_file_fails_alone(song, capsys):
     assert run(song) == 1
     out = capsys.readouterr().out
     assert "broken" in out and "empty" in out and "failed" in out and "1 ok" in out
-    assert (song["tmp"] / "out/mix/mix_blended.wav").is_file()
+    assert (song["tmp"] / "out/test/mix/mix_blended.wav").is_file()
     assert leftovers(song["tmp"] / "out") == []
 
 
@@ -143,7 +143,7 @@ def test_output_and_separated_folders_are_not_scanned(song):
     rc = main(["-i", str(song["dir"]), "--demucs-model", "test", "--separated-dir",
                str(song["sep"]), "--quiet", "--log-dir", str(song["tmp"] / "logs"),
                "--recursive"])
-    assert rc == 0 and (out_inside / "mix" / "mix_blended.wav").is_file()
+    assert rc == 0 and (out_inside / "test" / "mix" / "mix_blended.wav").is_file()
     rc = main(["-i", str(song["dir"]), "--demucs-model", "test", "--separated-dir",
                str(song["sep"]), "--quiet", "--log-dir", str(song["tmp"] / "logs"),
                "--recursive", "-ba", "0.3"])
@@ -198,7 +198,7 @@ def test_offset_found_when_the_middle_of_the_track_is_silent(tmp_path):
     assert main(["-i", str(tmp_path / "in"), "--demucs-model", "m", "--separated-dir",
                  str(tmp_path / "sep"), "-o", str(tmp_path / "out"), "--quiet",
                  "--log-dir", str(tmp_path / "logs")]) == 0
-    manifest = json.loads((tmp_path / "out/brk/brk_vtrace.json").read_text())
+    manifest = json.loads((tmp_path / "out/m/brk/brk_vtrace.json").read_text())
     assert manifest["offset"]["lag_samples"] == lag
 
 

@@ -22,11 +22,11 @@ def test_describe_then_process_then_skip(song):
     (track,) = collect_inputs([str(song["dir"])])
     plan = engine.describe(track, out)
     assert plan.stems is not None and not plan.outputs_current and not plan.needs_separation
-    assert plan.out_dir == out / "mix"
+    assert plan.out_dir == out / "test" / "mix"
 
     result = engine.process(track, out)
     assert result.status == "ok" and abs(result.audio_seconds - 3.0) < 1e-3
-    blended, _ = read(out / "mix" / "mix_blended.wav")
+    blended, _ = read(out / "test" / "mix" / "mix_blended.wav")
     expected = 0.1 * song["mix"] + 0.9 * song["inst"]
     assert np.abs(blended - expected).max() < 2e-7 * 64  # pcm24 rounding
 

@@ -21,7 +21,7 @@ def test_eval_reports_json_csv_and_plot(song, capsys):
     assert main(base + ["--plot"]) == 0
     out = capsys.readouterr().out
     assert "eval" in out.splitlines()[0] or "eval" in out
-    folder = song["tmp"] / "out" / "mix"
+    folder = song["tmp"] / "out" / "test" / "mix"
     report = json.loads((folder / "mix_eval.json").read_text())
     # the stems are exact, so against the model: phase cancel == model instrumental
     assert report["model"]["phase_cancel"]["mse"] < 1e-10

@@ -127,7 +127,7 @@ def test_manifest_records_versions_device_command_and_skip_says_why(tmp_path, ca
     argv = ["-i", str(tmp_path / "songs")] + _opts(tmp_path) + ["--eval"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    manifest = json.loads((tmp_path / "out/mix/mix_vtrace.json").read_text())
+    manifest = json.loads((tmp_path / "out/test/mix/mix_vtrace.json").read_text())
     assert manifest["versions"]["torch"] and manifest["versions"]["demucs"]
     assert manifest["run"]["command"][:2] == ["vtrace", "-i"]
     assert manifest["run"]["device"] == "none (stems reused)"

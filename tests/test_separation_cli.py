@@ -26,9 +26,9 @@ def test_separates_writes_layout_and_reuses_it(tmp_path, capsys, monkeypatch):
         assert (stems / "vocals.wav").is_file() and (stems / "no_vocals.wav").is_file()
         original, _ = read(tmp_path / "songs" / f"{name}.{'wav' if channels == 2 else 'flac'}")
         for k in ("blended", "vocal_residual", "phase_cancel"):
-            x, rate = read(tmp_path / "out" / name / f"{name}_{k}.wav")
+            x, rate = read(tmp_path / "out" / "demucs_unittest" / name / f"{name}_{k}.wav")
             assert rate == sr and x.shape == original.shape  # input's length, rate, channels
-        manifest = json.loads((tmp_path / "out" / name / f"{name}_vtrace.json").read_text())
+        manifest = json.loads((tmp_path / "out" / "demucs_unittest" / name / f"{name}_vtrace.json").read_text())
         assert manifest["stems"]["separated_by_this_run"] is True
 
     # a second run finds the stems and never loads the model
@@ -52,7 +52,7 @@ def test_cleanup_removes_only_what_this_run_created(tmp_path):
     assert main(_args(tmp_path, "--cleanup")) == 0
     assert not (tmp_path / "sep" / "demucs_unittest" / "new").exists()
     assert (keep / "vocals.wav").is_file() and (keep / "no_vocals.wav").is_file()
-    assert (tmp_path / "out" / "new" / "new_blended.wav").is_file()
+    assert (tmp_path / "out" / "demucs_unittest" / "new" / "new_blended.wav").is_file()
 
 
 def test_force_separates_again(tmp_path):

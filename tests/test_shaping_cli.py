@@ -19,7 +19,7 @@ def run(song, *extra, out="out"):
 
 
 def out(song, key, folder="out"):
-    return read(song["tmp"] / folder / "mix" / f"mix_{key}.wav")[0]
+    return read(song["tmp"] / folder / "test" / "mix" / f"mix_{key}.wav")[0]
 
 
 def rms(x):
@@ -84,7 +84,7 @@ def test_loudness_match(song):
     meter = pyloudnorm.Meter(SR)
     target = meter.integrated_loudness(song["mix"].T.astype(np.float64))
     got = meter.integrated_loudness(out(song, "blended").T.astype(np.float64))
-    manifest = json.loads((song["tmp"] / "out/mix/mix_vtrace.json").read_text())
+    manifest = json.loads((song["tmp"] / "out/test/mix/mix_vtrace.json").read_text())
     tp = manifest["loudness"]["blended"]["true_peak_dbtp"]
     assert tp <= -1.0 + 1e-6
     if tp < -1.01:  # not limited by the ceiling

@@ -18,7 +18,8 @@ def _args(tmp_path, songs, *extra, model="test", out="out"):
 
 
 def _manifest(tmp_path, name="mix", out="out"):
-    return json.loads((tmp_path / out / name / f"{name}_vtrace.json").read_text())
+    (path,) = (tmp_path / out).glob(f"*/{name}/{name}_vtrace.json")  # <out>/<model>/<track>
+    return json.loads(path.read_text())
 
 
 def _statuses(capsys):
@@ -78,7 +79,7 @@ def test_replaced_stems_or_another_stems_folder_are_not_skipped(song, capsys):
     capsys.readouterr()
     assert main(_args(tmp, song["dir"])) == 0
     assert _statuses(capsys)["mix"] == "ok"  # recomputed from the new stems
-    blended, _ = read(tmp / "out/mix/mix_blended.wav")
+    blended, _ = read(tmp / "out/test/mix/mix_blended.wav")
     new_inst = song["inst"] + 0.1 * song["vocals"]
     assert np.abs(blended - (0.1 * song["mix"] + 0.9 * new_inst)).max() < 1e-6
 
@@ -96,7 +97,7 @@ def test_replaced_stems_or_another_stems_folder_are_not_skipped(song, capsys):
 def test_interrupted_rerender_with_new_settings_is_not_skipped_later(song, capsys, monkeypatch):
     tmp = song["tmp"]
     assert main(_args(tmp, song["dir"], "-ba", "0.1")) == 0
-    first = read(tmp / "out/mix/mix_blended.wav")[0]
+    first = read(tmp / "out/test/mix/mix_blended.wav")[0]
 
     def broken(*a, **k):  # the MP3 step fails after the new WAVs replaced the old ones
         from utils.errors import OutputError
@@ -108,7 +109,7 @@ def test_interrupted_rerender_with_new_settings_is_not_skipped_later(song, capsy
     capsys.readouterr()
     assert main(_args(tmp, song["dir"], "-ba", "0.1")) == 0
     assert _statuses(capsys)["mix"] == "ok"  # not "skipped" over the 0.5 WAVs
-    assert np.array_equal(read(tmp / "out/mix/mix_blended.wav")[0], first)
+    assert np.array_equal(read(tmp / "out/test/mix/mix_blended.wav")[0], first)
 
 
 def test_input_replaced_while_its_track_runs_fails_it(song, capsys, monkeypatch):
@@ -123,7 +124,7 @@ def test_input_replaced_while_its_track_runs_fails_it(song, capsys, monkeypatch)
     assert main(_args(song["tmp"], song["dir"])) == 1
     out = capsys.readouterr().out
     assert "changed while it was processed" in out
-    assert not (song["tmp"] / "out/mix/mix_vtrace.json").exists()
+    assert not (song["tmp"] / "out/test/mix/mix_vtrace.json").exists()
 
 
 @pytest.mark.parametrize("cut, warned", [(0.5, True), (0.01, False)])

@@ -289,7 +289,7 @@ def test_links_through_the_cli_mix_with_files_and_fail_alone(site, tmp_path, cap
     assert rc == 1
     out = capsys.readouterr().out
     assert "2 ok" in out and "1 failed" in out and "404" in out
-    manifests = list((tmp_path / "out").glob("*/*_vtrace.json"))
+    manifests = list((tmp_path / "out").glob("*/*/*_vtrace.json"))
     titled = [json.loads(m.read_text()) for m in manifests]
     page = [m for m in titled if m["meta"].get("title", "").startswith(HOSTILE)]
     assert len(page) == 1 and page[0]["meta"]["url"].endswith("page.html")

@@ -111,3 +111,62 @@ def write_stems_record(folder, record):
 
 def remove_stems_record(folder):
     (Path(folder) / STEMS_RECORD).unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- outputs
+
+# Where a track's outputs go, under the output folder: demucs' --filename convention. Models
+# are kept apart by default, and blend settings in the template keep A/B runs side by side.
+DEFAULT_FILENAME = "{model}/{track}/{track}_{output}.{ext}"
+FILENAME_FIELDS = ("track", "model", "output", "ext", "blend_alpha", "vocal_gain_db",
+                   "voice_alpha", "blend_mode")
+
+
+def check_filename(template, **values):
+    """ValueError saying what is wrong with an output file name template, formatted with
+    ``values`` (the blend settings) and sample names."""
+    import string
+
+    try:
+        names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as exc:
+        raise ValueError(f"filename={template!r}: {exc}") from None
+    unknown = sorted(n for n in names if n not in FILENAME_FIELDS)
+    if unknown:
+        raise ValueError(f"filename={template!r}: unknown field(s) {', '.join(unknown)}; "
+                         f"allowed: {', '.join('{' + f + '}' for f in FILENAME_FIELDS)}")
+    missing = [f for f in ("track", "output", "ext") if f not in names]
+    if missing:
+        raise ValueError(f"filename={template!r} needs {', '.join('{' + f + '}' for f in missing)}"
+                         " so tracks and outputs never share a file")
+    if not template.endswith(".{ext}"):
+        raise ValueError(f"filename={template!r} must end with .{{ext}}")
+    sample = OutputNames(Path("out"), template, "t", "m", values).path("blended", "wav")
+    parts = sample.relative_to("out").parts if sample.is_relative_to("out") else ("..",)
+    if Path(template).is_absolute() or ".." in parts:
+        raise ValueError(f"filename={template!r} must stay inside the output folder")
+
+
+class OutputNames:
+    """The paths of one track's outputs: ``root / template.format(...)``."""
+
+    def __init__(self, root, template, track, model, settings):
+        self.root = Path(root)
+        self.template = template
+        self.values = {"track": track, "model": model_folder(model),
+                       **{k: ("none" if v is None else v) for k, v in settings.items()
+                          if k in FILENAME_FIELDS}}
+
+    def path(self, output, ext):
+        return self.root / self.template.format(**self.values, output=output, ext=ext)
+
+    @property
+    def manifest(self):
+        return self.path("vtrace", "json")
+
+    @property
+    def folder(self):
+        return self.manifest.parent
+
+    def relative(self, path):
+        return Path(path).relative_to(self.root).as_posix()
