@@ -105,3 +105,26 @@ def test_sota_keeps_the_torch_pin():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert "torch==2.13.0" in project["dependencies"]
     assert all("==" in r for r in project["optional-dependencies"]["sota"])
+
+
+def test_help_and_stems_only_runs_import_no_extra(song, tmp_path):
+    """The base stays lean at run time too: --help and a run on existing stems import none of
+    the extras' modules (nor torch)."""
+    import subprocess
+
+    heavy = sorted({"torch"} | {m for e in ("web", "cluster", "midi", "sota")
+                                for m in extras.EXTRAS[e].values()})
+    code = ("import sys, main\n"
+            "for argv in (['--help'], sys.argv[1:]):\n"
+            "    try:\n"
+            "        main.main(argv)\n"
+            "    except SystemExit:\n"
+            "        pass\n"
+            f"print([m for m in {heavy!r} if m in sys.modules])\n")
+    args = ["-i", str(song["dir"]), "--separated-dir", str(song["sep"]), "--demucs-model",
+            "test", "-o", str(tmp_path / "out"), "--log-dir", str(tmp_path / "logs"), "--quiet"]
+    r = subprocess.run([sys.executable, "-c", code] + args, cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "out" / "mix" / "mix_blended.wav").is_file()
