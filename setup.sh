@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
         --cpu) TORCH=cpu ;;
         --no-demo) DEMO=0 ;;
         --extra) shift; EXTRAS+=("${1:?--extra needs a name}") ;;
-        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "setup.sh: unknown option $1 (see ./setup.sh --help)" >&2; exit 2 ;;
     esac
     shift
@@ -84,10 +84,10 @@ have_hash="" have_torch="" have_extras=""
 if [ -f "$STAMP" ]; then
     { read -r have_hash; read -r have_torch; read -r have_extras; } <"$STAMP"
 fi
-all_extras=$(printf '%s\n' $have_extras "${EXTRAS[@]}" | sort -u | tr '\n' ' ' | sed 's/ *$//')
+all_extras=$(printf '%s\n' $have_extras ${EXTRAS[@]+"${EXTRAS[@]}"} | sort -u | tr '\n' ' ' | sed 's/ *$//')
 current=1
 [ "$have_hash" = "$want_hash" ] && [ "$have_torch" = "$TORCH" ] && [ -x "$VENV/bin/vtrace" ] || current=0
-for e in "${EXTRAS[@]}"; do
+for e in ${EXTRAS[@]+"${EXTRAS[@]}"}; do
     case " $have_extras " in *" $e "*) ;; *) current=0 ;; esac
 done
 if [ "$current" = 1 ]; then
