@@ -127,4 +127,4 @@ def test_help_and_stems_only_runs_import_no_extra(song, tmp_path):
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[]"
-    assert (tmp_path / "out" / "mix" / "mix_blended.wav").is_file()
+    assert (tmp_path / "out" / "test" / "mix" / "mix_blended.wav").is_file()

@@ -101,8 +101,12 @@ def test_conda_file_installs_this_package():
 def test_version_has_one_source():
     text = (ROOT / "pyproject.toml").read_text()
     assert tomllib.loads(text)["tool"]["setuptools"]["dynamic"]["version"] == {
-        "attr": "config_loader.__version__"}
+        "attr": "utils.version.__version__"}
     assert "version" in _project()["dynamic"]
+    from config_loader import __version__
+    from utils.version import __version__ as written
+
+    assert __version__ is written
 
 
 def test_console_script_points_at_main():
