@@ -138,10 +138,10 @@ fi
 step "make the demo song"
 "$VENV/bin/python" scripts/demo.py make demo/songs || fail "could not write demo/songs: check disk space"
 step "run VTrace on it (demucs_unittest: Demucs' tiny built-in model, no download)"
-"$VENV/bin/vtrace" -i demo/songs --demucs-model demucs_unittest --separated-dir demo/separated \
+"$VENV/bin/vtrace" demo/songs --demucs-model demucs_unittest --separated-dir demo/separated \
     -o demo/output --log-dir demo/logs -ba 0.1 --device cpu ||
     fail "VTrace failed on the demo song: see the lines above and the log in demo/logs/"
 "$VENV/bin/python" scripts/demo.py show demo/output demo/separated ||
     fail "an expected output is missing (above)"
 echo
-echo "Done. Use it:  .venv/bin/vtrace -i SONG_OR_FOLDER   (or: source .venv/bin/activate; vtrace --help)"
+echo "Done. Use it:  .venv/bin/vtrace SONGS_OR_FOLDERS_OR_LINKS   (or: source .venv/bin/activate; vtrace --help)"

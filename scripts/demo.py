@@ -61,20 +61,23 @@ def make(folder):
 
 
 def show(out_dir, sep_dir, model="demucs_unittest"):
-    song = Path(out_dir) / TRACK
+    song = Path(out_dir) / model / TRACK  # outputs sit per model, as the stems do
     stems = Path(sep_dir) / model / TRACK
     files = [
         (stems / "vocals.wav", "the model's vocals stem (demucs_unittest is a tiny random model: "
                                "its stems are noise, not a separation)"),
         (stems / "no_vocals.wav", "the model's instrumental stem (sum of its other sources)"),
+        (stems / "vtrace_stems.json", "the record binding these stems to the mix, model and "
+                                      "settings they came from"),
         (song / f"{TRACK}_blended.wav", "the blend: instrumental with the vocal turned down "
                                         "(vocal scaled by w, here -20 dB)"),
         (song / f"{TRACK}_vocal_residual.wav", "the voice: original minus the model's "
                                                "instrumental (the vocal with its natural space)"),
         (song / f"{TRACK}_phase_cancel.wav", "the instrumental rebuilt from the original: "
                                              "original minus the voice"),
-        (song / f"{TRACK}_vtrace.json", "the manifest: input, every parameter, model, versions, "
-                                        "offset, gain, timings"),
+        (song / f"{TRACK}_vtrace.json", "the manifest: what the outputs were made from (input, "
+                                        "stems, settings), model, versions, offset, gain, "
+                                        "timings"),
     ]
     print("\nVTrace demo outputs:")
     missing = 0
@@ -83,7 +86,7 @@ def show(out_dir, sep_dir, model="demucs_unittest"):
         missing += not ok
         print(f"  {path}{'' if ok else '  (MISSING)'}: {what}")
     print("With a real model (htdemucs_ft, downloaded once, ~320 MB) the same command "
-          "separates for real:\n  .venv/bin/vtrace -i YOUR_SONGS_FOLDER -ba 0.1")
+          "separates for real:\n  .venv/bin/vtrace YOUR_SONGS_FOLDER -ba 0.1")
     return 1 if missing else 0
 
 
