@@ -5,4 +5,9 @@
 set -uo pipefail
 cd "$(dirname "$0")" || exit 1
 ./setup.sh --extra test --no-demo || exit $?
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# pytest starts with Ctrl-C's default action even when this script was started in the
+# background (`./test.sh &` ignores SIGINT, a shell cannot undo that, and children would inherit
+# it): the Ctrl-C tests send SIGINT to VTrace and expect exit code 130.
+exec .venv/bin/python -c 'import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+os.execv(sys.executable, [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"] + sys.argv[1:])' "$@"
