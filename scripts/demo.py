@@ -85,7 +85,7 @@ def show(out_dir, sep_dir, model="demucs_unittest"):
         ok = path.is_file()
         missing += not ok
         print(f"  {path}{'' if ok else '  (MISSING)'}: {what}")
-    print("With a real model (htdemucs_ft, downloaded once, ~320 MB) the same command "
+    print("With a real model (htdemucs_ft, downloaded once, about 336 MB) the same command "
           "separates for real:\n  .venv/bin/vtrace YOUR_SONGS_FOLDER -ba 0.1")
     return 1 if missing else 0
 
