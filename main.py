@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """VTrace command line: ``python main.py -i SONGS... [options]``; ``--help`` lists options.
 
-Exit codes: 0 every track ok or skipped, 1 a track failed, 2 usage error, 130 interrupted.
+Exit codes: 0 every track ok or skipped, 1 a track failed, 2 usage error, 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM).
 """
 
 import logging
+import signal
 import sys
 
 log = logging.getLogger("vtrace")
@@ -13,8 +15,9 @@ log = logging.getLogger("vtrace")
 def main(argv=None):
     """Run VTrace with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     from config_loader import load_config
-    from utils.errors import UsageError
+    from utils.errors import Terminated, UsageError
 
+    previous = _on_sigterm()
     try:
         try:
             cfg, typed, cfg_path = load_config(argv)
@@ -31,6 +34,28 @@ def main(argv=None):
         print("\nvtrace: interrupted; finished tracks are kept, nothing half-written was left",
               file=sys.stderr)
         return 130
+    except Terminated:
+        print("\nvtrace: terminated (SIGTERM); finished tracks are kept, nothing half-written "
+              "was left", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _on_sigterm():
+    """SIGTERM (timeout, docker stop, systemd) raises Terminated, so the run ends like Ctrl-C.
+    Returns the handler it replaced (None when not in the main thread, where none can be set)."""
+    from utils.errors import Terminated
+
+    def terminated(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one cleanup, not one per signal
+        raise Terminated()
+
+    try:
+        return signal.signal(signal.SIGTERM, terminated)
+    except ValueError:
+        return None
 
 
 def _run(cfg, typed, cfg_path):

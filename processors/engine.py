@@ -116,6 +116,8 @@ class Engine:
         t0 = time.perf_counter()
         out_dir = Path(out_root) / track.name
         result = TrackResult(track.name, str(track.path), "failed", output_dir=str(out_dir))
+        # Folders this track creates: removed again if it ends with nothing in them.
+        fresh = [d for d in (out_dir, self._stems_folder(track)) if not d.exists()]
         try:
             remove_stale_temps(out_dir)
             if self.describe(track, out_root).outputs_current:
@@ -140,21 +142,39 @@ class Engine:
         except Exception as exc:  # one bad file never stops the batch
             log.debug("unexpected error on %s", track.path, exc_info=True)
             result.reason = f"internal error: {type(exc).__name__}: {exc}"
-        except BaseException:  # Ctrl-C: whatever was interrupted, no temporary file stays
+        except BaseException:  # Ctrl-C, SIGTERM: no temporary file stays, no empty folder
             remove_stale_temps(out_dir)
+            _remove_empty(fresh)
             raise
         finally:
             result.wall_seconds = time.perf_counter() - t0
         if result.status == "failed":
-            try:
-                out_dir.rmdir()  # only if empty: a failed track leaves no folder of its own
-            except OSError:
-                pass
+            _remove_empty([out_dir] + fresh)  # a failed track leaves no folder of its own
             result.reason = " ".join(result.reason.split()) or "failed"
         return result
 
+    def discard(self, track, out_root):
+        """What an interrupted ``process`` of ``track`` left (a worker killed while writing
+        it): its temporary files, and its output and stems folders when that leaves them
+        empty."""
+        folders = [Path(out_root) / track.name, self._stems_folder(track)]
+        for d in folders:
+            remove_stale_temps(d)
+        _remove_empty(folders)
+
+    def _stems_folder(self, track):
+        return stems_folder(self.cfg.separated_dir, self.cfg.demucs_model, track.stems_name)
+
     def _separate(self, mix_path, folder):
         self.separator.separate_file(mix_path, folder)
+
+
+def _remove_empty(folders):
+    for d in folders:
+        try:
+            d.rmdir()  # only if empty
+        except OSError:
+            pass
 
 
 def _safe_current(track, params, out_dir):

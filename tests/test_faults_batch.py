@@ -1,0 +1,159 @@
+"""Issue 12, items 8-10, 13 and 17: the batch survives what real machines do.
+
+Kills and signals are sent at a known point (once a temporary file shows the tracks are being
+written); disk-full faults are raised by a monkeypatched low-level write.
+"""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from main import main
+from tests.conftest import leftovers, read, tone_mix, write
+from tests.test_batch import ROOT, args, make_songs
+
+DEADLINE_S = 60
+
+
+def _children(pid):
+    """Pids of the worker processes (multiprocessing spawn) whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid):
+    """True while ``pid`` runs (a zombie nobody reaped yet counts as dead)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def _wait_for(condition, what, deadline_s=DEADLINE_S):
+    deadline = time.time() + deadline_s
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _temp_folders(root):
+    """The top-level folders under ``root`` that hold a temporary file of VTrace's."""
+    return {Path(p).parts[0] for p in leftovers(root)}
+
+
+def _start(tmp_path, songs, sep, *extra, **popen):
+    cmd = [sys.executable, str(ROOT / "main.py")] + args(tmp_path, songs, sep, *extra)
+    return subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True, **popen)
+
+
+def _kill_all(pids):
+    for pid in pids:  # leave no stray process behind, even when the test fails
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _unfinished_folders(out):
+    """Track folders under ``out`` with no manifest: an interrupted run must not leave them."""
+    return sorted(p.name for p in Path(out).iterdir()
+                  if p.is_dir() and not list(p.glob("*_vtrace.json"))) if out.exists() else []
+
+
+# ---------------------------------------------------------------- item 8: kills and SIGTERM
+
+def test_sigkill_of_the_parent_ends_its_workers_and_their_temporaries(tmp_path):
+    songs, sep = make_songs(tmp_path, [f"s{i}.wav" for i in range(4)], seconds=20.0)
+    proc = _start(tmp_path, songs, sep, "-t", "2", "--block-seconds", "0.5")
+    workers = []
+    try:
+        # both processes are writing a track: the worker's and this process's temporaries
+        _wait_for(lambda: len(_temp_folders(tmp_path / "out")) >= 2, "two tracks in progress")
+        workers = _children(proc.pid)
+        assert workers, "no worker process found"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        _wait_for(lambda: not any(_alive(p) for p in workers), "the workers to end", 15)
+        # the killed parent's own temporaries stay (nothing can run on SIGKILL); the workers
+        # removed theirs
+        assert len(_temp_folders(tmp_path / "out")) <= 1, leftovers(tmp_path / "out")
+    finally:
+        _kill_all(workers + [proc.pid])
+        proc.communicate()
+
+
+def test_sigterm_ends_the_run_like_ctrl_c(tmp_path):
+    songs, sep = make_songs(tmp_path, [f"s{i}.wav" for i in range(4)], seconds=20.0)
+    proc = _start(tmp_path, songs, sep, "-t", "2", "--block-seconds", "0.5")
+    workers = []
+    try:
+        _wait_for(lambda: len(_temp_folders(tmp_path / "out")) >= 2, "two tracks in progress")
+        workers = _children(proc.pid)
+        proc.send_signal(signal.SIGTERM)  # the parent only, as timeout, docker stop, systemd
+        _, err = proc.communicate(timeout=DEADLINE_S)
+        assert proc.returncode == 143, err
+        assert b"terminated" in err and b"Traceback" not in err, err
+        assert b"worker process died" not in err
+        assert leftovers(tmp_path / "out") == []
+        assert _unfinished_folders(tmp_path / "out") == []
+        assert not any(_alive(p) for p in workers)
+    finally:
+        _kill_all(workers + [proc.pid])
+
+
+# ---------------------------------------------------------------- item 9: Ctrl-C with workers
+
+def test_ctrl_c_during_separation_with_workers_leaves_nothing(tmp_path):
+    """Ctrl-C while two processes separate (demucs_unittest): no temporary stems, no work
+    folders, no empty stems or output folders, no track reported as a dead worker."""
+    for i in range(3):
+        vocals, inst = tone_mix(seconds=20.0, seed=i)
+        write(tmp_path / "songs" / f"s{i}.wav", vocals + inst)
+    cmd = [sys.executable, str(ROOT / "main.py"), "-i", str(tmp_path / "songs"),
+           "--demucs-model", "demucs_unittest", "--device", "cpu", "--separated-dir",
+           str(tmp_path / "sep"), "-o", str(tmp_path / "out"), "--log-dir",
+           str(tmp_path / "logs"), "-t", "2", "--block-seconds", "0.5"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    workers = []
+    try:
+        stems = tmp_path / "sep" / "demucs_unittest"
+        _wait_for(lambda: len(_temp_folders(stems)) >= 2, "two separations in progress")
+        workers = _children(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+        out, err = proc.communicate(timeout=DEADLINE_S)
+        assert proc.returncode == 130, err
+        assert b"Traceback" not in err and b"worker process died" not in err, err
+        log_text = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+        assert "worker process died" not in log_text
+        assert leftovers(tmp_path / "out") == [] and leftovers(tmp_path / "sep") == []
+        assert _unfinished_folders(tmp_path / "out") == []
+        for folder in stems.iterdir():  # a stems folder is complete or absent
+            assert sorted(p.name for p in folder.iterdir()) == ["no_vocals.wav",
+                                                                "vocals.wav"], folder
+    finally:
+        _kill_all(workers + [proc.pid])
