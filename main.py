@@ -63,6 +63,7 @@ def _run(cfg, typed, cfg_path):
     from processors.batch import run_batch
     from processors.engine import Engine, output_root
     from processors.progress import summary_table
+    from utils.atomic_files import output_lock
     from utils.errors import UsageError
     from utils.inputs import collect_inputs
 
@@ -91,14 +92,41 @@ def _run(cfg, typed, cfg_path):
         raise UsageError(f"input={' '.join(cfg.input)}: no audio files found (looked for "
                          "wav, flac, mp3, ogg, opus, m4a, aac, aiff, webm"
                          f"{'' if cfg.recursive else '; add --recursive for sub-folders'})")
-    engine = Engine(cfg)
-    engine.check(tracks, out_root)
-    total = _total_seconds(tracks)
-    log.info("%d track(s), %.0f s of audio -> %s", len(tracks), total, out_root)
-    results = link_results + run_batch(engine, tracks, out_root, total)
-    _finish(cfg, out_root, results)
+    created = _make_output_folder(out_root)
+    try:
+        with output_lock(out_root):  # a second run on the same folder stops here
+            engine = Engine(cfg)
+            engine.check(tracks, out_root)
+            total = _total_seconds(tracks)
+            log.info("%d track(s), %.0f s of audio -> %s", len(tracks), total, out_root)
+            results = link_results + run_batch(engine, tracks, out_root, total)
+            _finish(cfg, out_root, results)
+    finally:
+        if created:
+            try:
+                out_root.rmdir()  # only when nothing was written into it
+            except OSError:
+                pass
     print(summary_table(results))
     return 1 if any(r.status == "failed" for r in results) else 0
+
+
+def _make_output_folder(out_root):
+    """Create the output folder (True when this run created it); UsageError when it is a
+    file or cannot be created, before any track runs."""
+    from utils.errors import UsageError
+
+    if out_root.exists() and not out_root.is_dir():
+        raise UsageError(f"output={out_root} is a file, not a folder; give a folder with -o "
+                         "(it is created when missing)")
+    if out_root.is_dir():
+        return False
+    try:
+        out_root.mkdir(parents=True)
+    except OSError as exc:
+        raise UsageError(f"output={out_root}: cannot create the folder ({exc.strerror}); give "
+                         "a folder with -o that can be written") from None
+    return True
 
 
 def _add_links(cfg, tracks):

@@ -157,3 +157,41 @@ def test_ctrl_c_during_separation_with_workers_leaves_nothing(tmp_path):
                                                                 "vocals.wav"], folder
     finally:
         _kill_all(workers + [proc.pid])
+
+
+# ---------------------------------------------------------------- item 10: concurrent runs
+
+def test_second_run_on_the_same_output_folder_stops_at_once(tmp_path, caplog):
+    import fcntl
+
+    from utils.atomic_files import is_temp
+
+    songs, sep = make_songs(tmp_path, ["a.wav"])
+    out = tmp_path / "out"
+    out.mkdir()
+    lock = out / ".vtrace.lock"
+    with open(lock, "w") as held:  # another run holds the folder (its pid in the file)
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("4242\n")
+        held.flush()
+        stale = out / "a" / f".a_blended{'.vtrace-tmp'}.wav"  # the other run's live temporary
+        stale.parent.mkdir()
+        stale.write_bytes(b"live")
+        assert main(args(tmp_path, songs, sep)) == 2
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and str(out) in errors[0] and "pid 4242" in errors[0], errors
+        assert stale.read_bytes() == b"live"  # untouched
+    stale.unlink()
+    assert main(args(tmp_path, songs, sep)) == 0  # released: the folder is free again
+    assert not lock.exists() and not is_temp(lock)
+    assert sorted(p.name for p in out.iterdir()) == ["a"]
+
+
+# ---------------------------------------------------------------- item 17: smaller ones
+
+def test_output_path_that_is_a_file_is_a_usage_error_up_front(tmp_path, caplog):
+    songs, sep = make_songs(tmp_path, ["a.wav", "b.wav"])
+    (tmp_path / "out").write_text("not a folder")
+    assert main(args(tmp_path, songs, sep)) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "is a file" in errors[0] and str(tmp_path / "out") in errors[0]
