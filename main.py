@@ -107,8 +107,21 @@ def _run(cfg, typed, cfg_path):
                 out_root.rmdir()  # only when nothing was written into it
             except OSError:
                 pass
-    print(summary_table(results))
+    _print(summary_table(results))
     return 1 if any(r.status == "failed" for r in results) else 0
+
+
+def _print(text):
+    """Print to stdout; a reader that went away (``| head``) changes nothing: the exit code
+    stays what the tracks decided, and no traceback."""
+    import os
+
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # nor at exit, when Python flushes stdout
+        os.close(devnull)
 
 
 def _make_output_folder(out_root):
@@ -173,7 +186,7 @@ def _finish(cfg, out_root, results):
         from processors.evaluation import format_table, write_batch_csv
 
         write_batch_csv(out_root / "vtrace_eval.csv", rows)
-        print(format_table(rows))
+        _print(format_table(rows))
 
 
 if __name__ == "__main__":

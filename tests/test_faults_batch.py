@@ -195,3 +195,19 @@ def test_output_path_that_is_a_file_is_a_usage_error_up_front(tmp_path, caplog):
     assert main(args(tmp_path, songs, sep)) == 2
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "is a file" in errors[0] and str(tmp_path / "out") in errors[0]
+
+
+def test_summary_into_a_closed_pipe_keeps_the_exit_code(tmp_path):
+    """``main.py ... | head -1``: the reader is gone before the summary is printed (its end
+    of the pipe is closed at once here, so the write always meets EPIPE)."""
+    songs, sep = make_songs(tmp_path, ["a.wav"])
+    (songs / "bad.wav").write_bytes(b"not audio")
+    for expected, inputs in ((1, songs), (0, songs / "a.wav")):  # a failed track, all ok
+        cmd = [sys.executable, str(ROOT / "main.py")] + args(tmp_path, inputs, sep)
+        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        proc.stdout.close()
+        err = proc.stderr.read()
+        proc.wait(timeout=DEADLINE_S)
+        assert proc.returncode == expected, err
+        assert b"Traceback" not in err and b"BrokenPipe" not in err, err
