@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from processors.track import (TrackResult, outputs_current, run_track, skipped_result)
-from utils.atomic_files import WORK_PREFIX, remove_stale_temps
+from utils.atomic_files import WORK_PREFIX, no_space, remove_stale_temps
 from utils.errors import SeparationError, UsageError, VTraceError
 from utils.inputs import default_output_dir
 from utils.layout import stem_paths, stems_folder
@@ -137,8 +137,9 @@ class Engine:
         except MemoryError:
             result.reason = "out of memory"
         except OSError as exc:
-            result.reason = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename
-                                                         else "")
+            full = no_space(Path(exc.filename).parent if exc.filename else out_dir, exc)
+            result.reason = str(full) if full else f"{exc.strerror or exc}" + (
+                f": {exc.filename}" if exc.filename else "")
         except Exception as exc:  # one bad file never stops the batch
             log.debug("unexpected error on %s", track.path, exc_info=True)
             result.reason = f"internal error: {type(exc).__name__}: {exc}"

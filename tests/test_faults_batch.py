@@ -211,3 +211,96 @@ def test_summary_into_a_closed_pipe_keeps_the_exit_code(tmp_path):
         proc.wait(timeout=DEADLINE_S)
         assert proc.returncode == expected, err
         assert b"Traceback" not in err and b"BrokenPipe" not in err, err
+
+
+# ---------------------------------------------------------------- item 13: a full disk
+
+class _Full:
+    """``os.statvfs`` of a file system with no free block left."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def __call__(self, path):
+        st = self.real(path)
+        return os.statvfs_result((st.f_bsize, st.f_frsize, st.f_blocks, 0, 0, st.f_files,
+                                  st.f_ffree, st.f_favail, st.f_flag, st.f_namemax))
+
+
+def _disk_full(monkeypatch):
+    """Every audio write fails as libsndfile fails on a full disk ("System error")."""
+    def write(self, data):
+        raise sf.LibsndfileError(2)  # SF_ERR_SYSTEM: what write(2) = ENOSPC becomes
+
+    monkeypatch.setattr(sf.SoundFile, "write", write)
+    monkeypatch.setattr(os, "statvfs", _Full(os.statvfs))
+
+
+def _summary_rows(out):
+    return {line.split()[0]: line for line in out.splitlines()[2:-1]}
+
+
+def test_full_disk_while_writing_outputs_says_no_space(tmp_path, monkeypatch, capsys):
+    songs, sep = make_songs(tmp_path, ["a.wav"])
+    _disk_full(monkeypatch)
+    assert main(args(tmp_path, songs, sep)) == 1
+    row = _summary_rows(capsys.readouterr().out)["a"]
+    assert f"no space left on {tmp_path / 'out' / 'a'}" in row, row
+    assert "internal error" not in row and "System error" not in row
+    assert leftovers(tmp_path / "out") == []
+
+
+def test_full_disk_while_writing_the_manifest_says_no_space(tmp_path, monkeypatch, capsys):
+    songs, sep = make_songs(tmp_path, ["a.wav"])
+    real = Path.write_text
+
+    def write_text(self, *a, **k):
+        if "_vtrace" in self.name and self.suffix == ".json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    assert main(args(tmp_path, songs, sep)) == 1
+    row = _summary_rows(capsys.readouterr().out)["a"]
+    assert f"no space left on {tmp_path / 'out' / 'a'}" in row, row
+    assert leftovers(tmp_path / "out") == []
+
+
+def test_full_disk_while_writing_stems_is_not_a_demucs_failure(tmp_path, monkeypatch, capsys):
+    vocals, inst = tone_mix(seconds=1.0)
+    write(tmp_path / "songs" / "s.wav", vocals + inst)
+    _disk_full(monkeypatch)
+    assert main(["-i", str(tmp_path / "songs"), "--demucs-model", "demucs_unittest",
+                 "--device", "cpu", "--separated-dir", str(tmp_path / "sep"), "-o",
+                 str(tmp_path / "out"), "--quiet", "--log-dir", str(tmp_path / "logs")]) == 1
+    row = _summary_rows(capsys.readouterr().out)["s"]
+    assert f"no space left on {tmp_path / 'sep' / 'demucs_unittest' / 's'}" in row, row
+    assert "Demucs failed" not in row
+    assert leftovers(tmp_path / "sep") == []
+    assert not (tmp_path / "sep" / "demucs_unittest" / "s").exists()  # no empty stems folder
+
+
+def test_full_log_disk_is_said_once_without_tracebacks(tmp_path, capsys):
+    import logging
+
+    from logger import setup_logging
+
+    log_path = setup_logging("INFO", quiet=True, log_dir=tmp_path / "logs")
+    root = logging.getLogger()
+    handler = next(h for h in root.handlers if getattr(h, "baseFilename", None) == str(log_path))
+
+    def full(text):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    try:
+        handler.stream.write = full
+        for i in range(30):
+            logging.getLogger("vtrace.test").info("line %d", i)
+        logging.getLogger("vtrace.test").warning("still on the console")
+    finally:
+        setup_logging("INFO", quiet=True, log_dir=tmp_path / "logs2")  # fresh handlers
+    err = capsys.readouterr().err
+    assert err.count("no space left on") == 1, err
+    assert str(tmp_path / "logs") in err
+    assert "Traceback" not in err and "Logging error" not in err, err
+    assert "still on the console" in err

@@ -9,6 +9,7 @@ keeps a second run out of an output folder in use, whose temporary files are liv
 Plumbing: imports nothing from audio_utils/ or processors/.
 """
 
+import errno
 import os
 import shutil
 import tempfile
@@ -24,6 +25,22 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def no_space(folder, exc):
+    """An OutputError "no space left on <folder>" when ``exc``, raised writing in ``folder``,
+    means the disk (or the user's quota) is full, else None. libsndfile words a failed write
+    "System error" without the errno: then the file system's free blocks decide."""
+    if isinstance(exc, OutputError):
+        return None
+    full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if not full and not isinstance(exc, OSError) and "system error" in str(exc).lower():
+        try:
+            full = os.statvfs(folder).f_bavail == 0
+        except (OSError, AttributeError):  # no statvfs on Windows
+            full = False
+    return OutputError(f"no space left on {folder}; free some space and run again") \
+        if full else None
+
+
 def new_temp(final_path, suffix):
     """A temporary file next to ``final_path`` with the permissions a plain open() would give
     (mkstemp's are owner-only)."""
@@ -31,6 +48,9 @@ def new_temp(final_path, suffix):
         fd, tmp = tempfile.mkstemp(prefix=f".{final_path.stem[:80]}", suffix=TMP_MARK + suffix,
                                    dir=final_path.parent)
     except OSError as exc:
+        full = no_space(final_path.parent, exc)
+        if full is not None:
+            raise full from None
         raise OutputError(f"cannot write in folder={str(final_path.parent)!r}: "
                           f"{exc.strerror}; check it exists and is writable") from None
     os.close(fd)
