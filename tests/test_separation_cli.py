@@ -96,13 +96,21 @@ def test_segment_the_model_cannot_take_ends_the_run_up_front(tmp_path, capsys, m
     assert "segment" in err and "1 track(s)" in err and not (tmp_path / "out").exists()
 
 
-def test_too_short_input_fails_that_track(tmp_path, capsys):
+def test_50_ms_clip_separates_and_a_too_short_one_fails_alone(tmp_path, capsys):
     vocals, inst = tone_mix(seconds=1.0)
     write(tmp_path / "songs" / "ok.wav", vocals + inst)
-    write(tmp_path / "songs" / "blip.wav", (vocals + inst)[:, :100])
-    assert main(_args(tmp_path)) == 1
+    write(tmp_path / "songs" / "clip.wav", (vocals + inst)[:, :int(0.05 * SR)])
+    write(tmp_path / "songs" / "blip.wav", (vocals + inst)[:, :3])
+    assert main(_args(tmp_path, "--shifts", "0")) == 1
     out = capsys.readouterr().out
-    assert "blip" in out and "at least" in out and "1 ok" in out
+    rows = {line.split()[0]: line for line in out.splitlines()[2:-1]}
+    assert " ok " in rows["clip"] and " ok " in rows["ok"]
+    assert "too short for demucs_model=demucs_unittest" in rows["blip"], rows["blip"]
+    # the failed track leaves no folder: no empty stems folder, no output folder
+    assert not (tmp_path / "sep" / "demucs_unittest" / "blip").exists()
+    assert not (tmp_path / "out" / "blip").exists()
+    clip, _ = read(tmp_path / "out" / "clip" / "clip_blended.wav")
+    assert clip.shape == (2, int(0.05 * SR))
 
 
 def test_stems_only_run_never_imports_torch(tmp_path):
