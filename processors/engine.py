@@ -80,9 +80,10 @@ class Engine:
         """A TrackPlan: where the track's outputs and stems are, and whether they are current."""
         cfg = self.cfg
         out_dir = Path(out_root) / track.name
-        stems = None if cfg.force else stem_paths(cfg.separated_dir, cfg.demucs_model,
-                                                  track.stems_name)
-        current = not cfg.force and _safe_current(track, cfg.params(), out_dir)
+        stems = None if cfg.reseparate else stem_paths(cfg.separated_dir, cfg.demucs_model,
+                                                       track.stems_name)
+        current = not (cfg.force or cfg.reseparate) and _safe_current(track, cfg.params(),
+                                                                      out_dir)
         return TrackPlan(out_dir, stems_folder(cfg.separated_dir, cfg.demucs_model,
                                                track.stems_name), stems, current)
 

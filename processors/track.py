@@ -130,8 +130,8 @@ def run_track(track, cfg, out_dir, work, separate, progress=None):
     channels = target_channels(file_channels)
     if file_channels > 2:
         log.warning("%s: %d channels downmixed to stereo (centre kept)", track.name, file_channels)
-    stems = find_or_separate(track, cfg.separated_dir, cfg.demucs_model, cfg.force, original,
-                             separate)
+    stems = find_or_separate(track, cfg.separated_dir, cfg.demucs_model, cfg.reseparate,
+                             original, separate)
     timings["separation_s"] = time.perf_counter() - t
     sources = Sources(BlockReader(original, channels),
                       BlockReader(at_rate(stems.no_vocals, sr, work), channels),
@@ -189,10 +189,11 @@ def run_track(track, cfg, out_dir, work, separate, progress=None):
     return Finished(frames / sr, eval_seconds, eval_row)
 
 
-def find_or_separate(track, separated_dir, model, force, original, separate):
-    """The track's stems in the separated layout; separated first when missing (or forced)."""
+def find_or_separate(track, separated_dir, model, reseparate, original, separate):
+    """The track's stems in the separated layout; separated first when missing (or when
+    ``reseparate``)."""
     folder = stems_folder(separated_dir, model, track.stems_name)
-    found = None if force else stem_paths(separated_dir, model, track.stems_name)
+    found = None if reseparate else stem_paths(separated_dir, model, track.stems_name)
     if found is not None:
         return Stems(*found, folder)
     if separate is None:

@@ -304,3 +304,23 @@ def test_full_log_disk_is_said_once_without_tracebacks(tmp_path, capsys):
     assert str(tmp_path / "logs") in err
     assert "Traceback" not in err and "Logging error" not in err, err
     assert "still on the console" in err
+
+
+def test_force_recomputes_outputs_from_other_tools_stems(tmp_path, capsys, monkeypatch):
+    """--force on stems another tool made (model name "test") recomputes the outputs from
+    them; it never tries to load a model of that name."""
+    import processors.separation as separation
+
+    songs, sep = make_songs(tmp_path, ["a.wav"])
+    assert main(args(tmp_path, songs, sep)) == 0
+    blended = tmp_path / "out" / "a" / "a_blended.wav"
+    blended.write_bytes(b"stale")  # a rerun without --force skips on the manifest
+
+    def boom(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(separation, "_load_model", boom)
+    capsys.readouterr()
+    assert main(args(tmp_path, songs, sep, "--force")) == 0
+    assert "1 ok" in capsys.readouterr().out
+    assert read(blended)[0].shape[1] > 0

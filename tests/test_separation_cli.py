@@ -55,7 +55,7 @@ def test_cleanup_removes_only_what_this_run_created(tmp_path):
     assert (tmp_path / "out" / "new" / "new_blended.wav").is_file()
 
 
-def test_force_separates_again(tmp_path):
+def test_reseparate_separates_again(tmp_path):
     vocals, inst = tone_mix(seconds=1.0)
     write(tmp_path / "songs" / "s.wav", vocals + inst)
     stems = tmp_path / "sep" / "demucs_unittest" / "s"
@@ -63,7 +63,9 @@ def test_force_separates_again(tmp_path):
     write(stems / "no_vocals.wav", np.zeros_like(inst))
     assert main(_args(tmp_path)) == 0
     assert not read(stems / "vocals.wav")[0].any()  # reused as they were
-    assert main(_args(tmp_path, "--force", "--other-method", "minus")) == 0
+    assert main(_args(tmp_path, "--force")) == 0  # outputs again, from the same stems
+    assert not read(stems / "vocals.wav")[0].any()
+    assert main(_args(tmp_path, "--reseparate", "--other-method", "minus")) == 0
     v, sr = read(stems / "vocals.wav")
     n, _ = read(stems / "no_vocals.wav")
     assert sr == SR and v.any()
