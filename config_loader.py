@@ -92,7 +92,10 @@ class Config:
                             "htdemucs_ft)", choices=("add", "minus"))
     separated_dir: str = opt("run", "separated", "separation", "where stems live: "
                              "<separated_dir>/<model>/<track>/{vocals,no_vocals}.wav")
-    force: bool = opt("run", False, "separation", "separate and process again even if results exist")
+    force: bool = opt("run", False, "separation", "recompute the outputs even if they are current "
+                      "(existing stems are reused; --reseparate separates again)")
+    reseparate: bool = opt("run", False, "separation", "separate again even if stems exist (then "
+                           "recompute the outputs)")
     cleanup: bool = opt("run", False, "separation", "delete the separations this run created once the "
                         "track's outputs are written")
     # blend
@@ -345,7 +348,7 @@ def build_parser():
                     "(anything with ://) can be mixed: vtrace song.mp3 album/ "
                     "https://youtu.be/ID",
         epilog="Defaults come from config.yaml (see --config); options typed here override it. "
-               "Exit codes: 0 ok, 1 a track failed, 2 usage error, 130 interrupted.")
+               "Exit codes: 0 ok, 1 a track failed, 2 usage error, 130 interrupted, 143 terminated.")
     p.add_argument("items", nargs="*", metavar="FILE|FOLDER|URL",
                    help="audio files, folders of them, and links, in any mix")
     groups = {k: p.add_argument_group(v) for k, v in GROUPS.items()}

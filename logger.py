@@ -3,6 +3,7 @@
 Modules only call ``logging.getLogger(__name__)``; ``setup_logging`` is called by ``main``.
 """
 
+import errno
 import logging
 import os
 import sys
@@ -40,7 +41,7 @@ def setup_logging(level="INFO", quiet=False, log_dir="logs", keep=20):
         folder.mkdir(parents=True, exist_ok=True)
         _prune(folder, keep - 1)  # this run's file makes ``keep``
         log_path = folder / time.strftime(f"vtrace_%Y%m%d_%H%M%S_{os.getpid()}.log")
-        file_handler = logging.FileHandler(log_path, encoding="utf-8", delay=True)
+        file_handler = _LogFile(log_path, encoding="utf-8", delay=True)
         file_handler.setLevel(logging.DEBUG)
         file_handler.setFormatter(logging.Formatter(
             "%(asctime)s %(levelname)-7s %(processName)s %(name)s: %(message)s"))
@@ -67,3 +68,29 @@ def _prune(folder, keep):
 def _add(root, handler):
     setattr(handler, _HANDLER_MARK, True)
     root.addHandler(handler)
+
+
+class _LogFile(logging.FileHandler):
+    """The run's log file. When it cannot be written (a full disk), it says so once on stderr
+    and stops, instead of logging's traceback for every record; the console goes on."""
+
+    broken = False
+
+    def emit(self, record):
+        if not self.broken:
+            super().emit(record)
+
+    def handleError(self, record):
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            super().handleError(record)  # a bad format string: logging's own report
+            return
+        self.broken = True
+        folder = Path(self.baseFilename).parent
+        why = (f"no space left on {folder}" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+               else exc.strerror or str(exc))
+        try:
+            sys.stderr.write(f"vtrace: log file {self.baseFilename}: {why}; logging to the "
+                             "console only\n")
+        except (OSError, ValueError):
+            pass

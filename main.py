@@ -2,10 +2,12 @@
 """VTrace command line: ``vtrace SONGS|FOLDERS|LINKS... [options]`` (or ``python main.py``);
 ``--help`` lists options.
 
-Exit codes: 0 every track ok or skipped, 1 a track failed, 2 usage error, 130 interrupted.
+Exit codes: 0 every track ok or skipped, 1 a track failed, 2 usage error, 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM).
 """
 
 import logging
+import signal
 import sys
 
 log = logging.getLogger("vtrace")
@@ -18,9 +20,10 @@ def main(argv=None):
     as one ``vtrace: error: ...`` line, and leaves no log file.
     """
     from config_loader import build_parser, load_config, requested_action
-    from utils.errors import UsageError
+    from utils.errors import Terminated, UsageError
 
     argv = sys.argv[1:] if argv is None else list(argv)
+    previous = _on_sigterm()
     try:
         try:
             if not argv:
@@ -41,8 +44,32 @@ def main(argv=None):
         print("\nvtrace: interrupted; finished tracks are kept, nothing half-written was left",
               file=sys.stderr)
         return 130
+    except Terminated:
+        log.warning("terminated (SIGTERM): finished tracks are kept, temporary files removed; "
+                    "exit code 143")
+        print("\nvtrace: terminated (SIGTERM); finished tracks are kept, nothing half-written "
+              "was left", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     log.debug("exit code %d", rc)
     return rc
+
+
+def _on_sigterm():
+    """SIGTERM (timeout, docker stop, systemd) raises Terminated, so the run ends like Ctrl-C.
+    Returns the handler it replaced (None when not in the main thread, where none can be set)."""
+    from utils.errors import Terminated
+
+    def terminated(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one cleanup, not one per signal
+        raise Terminated()
+
+    try:
+        return signal.signal(signal.SIGTERM, terminated)
+    except ValueError:
+        return None
 
 
 def _action(cfg, name, value):
@@ -67,6 +94,7 @@ def _run(cfg, typed, cfg_path, argv):
     from processors.batch import run_batch
     from processors.engine import Engine, output_root
     from processors.progress import summary_table
+    from utils.atomic_files import output_lock
     from utils.errors import UsageError
     from utils.inputs import collect_inputs
 
@@ -81,32 +109,72 @@ def _run(cfg, typed, cfg_path, argv):
         raise UsageError(f"input={' '.join(cfg.input)}: no audio files found (looked for "
                          "wav, flac, mp3, ogg, opus, m4a, aac, aiff, webm"
                          f"{'' if cfg.recursive else '; add --recursive for sub-folders'})")
-    log_path = setup_logging(cfg.log_level, cfg.quiet, cfg.log_dir, cfg.log_keep)
-    engine = Engine(cfg, command=["vtrace", *argv])
-    engine.check(tracks, out_root, more=len(cfg.link))  # the last usage errors, if any
+    created = _make_output_folder(out_root)  # -o naming a file: a usage error, here
+    try:
+        with output_lock(out_root):  # a second run on the same folder stops here
+            log_path = setup_logging(cfg.log_level, cfg.quiet, cfg.log_dir, cfg.log_keep)
+            engine = Engine(cfg, command=["vtrace", *argv])
+            engine.check(tracks, out_root, more=len(cfg.link))  # the last usage errors
 
-    log.info("VTrace: model %s, blend %s alpha=%s%s, voice_alpha=%s, config %s%s",
-             cfg.demucs_model, cfg.blend_mode, cfg.blend_alpha,
-             f" (vocal {cfg.vocal_gain_db:+g} dB)" if cfg.vocal_gain_db is not None else "",
-             cfg.voice_alpha, cfg_path, f", log {log_path}" if log_path else "")
-    log.debug("command line: %s", " ".join(["vtrace", *argv]))
-    log.debug("effective configuration (%s, then typed options %s):", cfg_path,
-              ", ".join(sorted(typed)) or "none")
-    for key, value in cfg.settings("stems", "outputs", "run").items():
-        log.debug("  %s = %r", key, value)
-    link_results = []
-    if cfg.link:
-        local = len(tracks)
-        tracks, link_results = _add_links(cfg, tracks)
-        engine.check(tracks[local:], out_root)
-    total = _total_seconds(tracks)
-    log.info("%d track(s), %.0f s of audio -> %s", len(tracks), total, out_root)
-    results = link_results + run_batch(engine, tracks, out_root, total)
-    _finish(cfg, out_root, results)
+            log.info("VTrace: model %s, blend %s alpha=%s%s, voice_alpha=%s, config %s%s",
+                     cfg.demucs_model, cfg.blend_mode, cfg.blend_alpha,
+                     f" (vocal {cfg.vocal_gain_db:+g} dB)" if cfg.vocal_gain_db is not None
+                     else "", cfg.voice_alpha, cfg_path, f", log {log_path}" if log_path else "")
+            log.debug("command line: %s", " ".join(["vtrace", *argv]))
+            log.debug("effective configuration (%s, then typed options %s):", cfg_path,
+                      ", ".join(sorted(typed)) or "none")
+            for key, value in cfg.settings("stems", "outputs", "run").items():
+                log.debug("  %s = %r", key, value)
+            link_results = []
+            if cfg.link:
+                local = len(tracks)
+                tracks, link_results = _add_links(cfg, tracks)
+                engine.check(tracks[local:], out_root)
+            total = _total_seconds(tracks)
+            log.info("%d track(s), %.0f s of audio -> %s", len(tracks), total, out_root)
+            results = link_results + run_batch(engine, tracks, out_root, total)
+            _finish(cfg, out_root, results)
+    finally:
+        if created:
+            try:
+                out_root.rmdir()  # only when nothing was written into it
+            except OSError:
+                pass
     table = summary_table(results)
-    print(table)
+    _print(table)
     log.debug("summary:\n%s", table)
     return 1 if any(r.status == "failed" for r in results) else 0
+
+
+def _print(text):
+    """Print to stdout; a reader that went away (``| head``) changes nothing: the exit code
+    stays what the tracks decided, and no traceback."""
+    import os
+
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # nor at exit, when Python flushes stdout
+        os.close(devnull)
+
+
+def _make_output_folder(out_root):
+    """Create the output folder (True when this run created it); UsageError when it is a
+    file or cannot be created, before any track runs."""
+    from utils.errors import UsageError
+
+    if out_root.exists() and not out_root.is_dir():
+        raise UsageError(f"output={out_root} is a file, not a folder; give a folder with -o "
+                         "(it is created when missing)")
+    if out_root.is_dir():
+        return False
+    try:
+        out_root.mkdir(parents=True)
+    except OSError as exc:
+        raise UsageError(f"output={out_root}: cannot create the folder ({exc.strerror}); give "
+                         "a folder with -o that can be written") from None
+    return True
 
 
 def _add_links(cfg, tracks):
@@ -153,7 +221,7 @@ def _finish(cfg, out_root, results):
         from processors.evaluation import format_table, write_batch_csv
 
         write_batch_csv(out_root / "vtrace_eval.csv", rows)
-        print(format_table(rows))
+        _print(format_table(rows))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import numpy as np
 import soundfile as sf
 
 from audio_utils.matching import match_channels
-from utils.atomic_files import new_temp
+from utils.atomic_files import new_temp, no_space
 from utils.errors import InputError, OutputError
 
 log = logging.getLogger(__name__)
@@ -131,26 +131,44 @@ class BlockWriter:
             self._file = sf.SoundFile(str(self.tmp_path), "w", samplerate, channels,
                                       subtype=WAV_SUBTYPES[wav_format],
                                       format="RF64" if big else "WAV")
-        except Exception:
+        except Exception as exc:
             self.tmp_path.unlink(missing_ok=True)
+            self._raise_if_full(exc)
             raise
 
     def write(self, block):
-        """Write float32 ``(channels, n)``; returns its peak (largest absolute sample)."""
+        """Write float32 ``(channels, n)``; returns its peak (largest absolute sample).
+        A full disk raises OutputError "no space left on <folder>"."""
         lo, hi = (float(block.min()), float(block.max())) if block.size else (0.0, 0.0)
         if not (np.isfinite(lo) and np.isfinite(hi)):  # min/max propagate NaN
             raise OutputError(f"{self.final_path.name}: computed samples are not finite "
                               "(NaN or inf); nothing was written")
-        self._file.write(_to_pcm(block, self._file.subtype))
+        try:
+            self._file.write(_to_pcm(block, self._file.subtype))
+        except Exception as exc:
+            self._raise_if_full(exc)
+            raise
         return max(hi, -lo)
 
     def commit(self):
-        self._file.close()
+        try:
+            self._file.close()  # flushes: a full disk may show only now
+        except Exception as exc:
+            self._raise_if_full(exc)
+            raise
         os.replace(self.tmp_path, self.final_path)
 
     def discard(self):
-        self._file.close()
+        try:
+            self._file.close()
+        except Exception:
+            pass  # a failed flush of a file being thrown away (a full disk) changes nothing
         self.tmp_path.unlink(missing_ok=True)
+
+    def _raise_if_full(self, exc):
+        full = no_space(self.final_path.parent, exc)
+        if full is not None:
+            raise full from None
 
     def __enter__(self):
         return self

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from processors.track import (TrackResult, outputs_current, run_track, skipped_result)
-from utils.atomic_files import WORK_PREFIX, remove_stale_temps
+from utils.atomic_files import WORK_PREFIX, no_space, remove_stale_temps
 from utils.errors import SeparationError, UnknownModelError, UsageError, VTraceError
 from utils.inputs import default_output_dir
 from utils.layout import OutputNames, stem_paths, stems_folder
@@ -91,10 +91,11 @@ class Engine:
         """A TrackPlan: where the track's outputs and stems are, and whether they are current."""
         cfg = self.cfg
         names = self.names(track, out_root)
-        stems = None if cfg.force else stem_paths(cfg.separated_dir, cfg.demucs_model,
-                                                  track.stems_name)
+        stems = None if cfg.reseparate else stem_paths(cfg.separated_dir, cfg.demucs_model,
+                                                       track.stems_name)
         folder = stems_folder(cfg.separated_dir, cfg.demucs_model, track.stems_name)
-        current = not cfg.force and _safe_current(track, cfg.params(), names, stems, folder)
+        current = not (cfg.force or cfg.reseparate) and _safe_current(
+            track, cfg.params(), names, stems, folder)
         return TrackPlan(names.folder, folder, stems, current)
 
     def check(self, tracks, out_root, more=0):
@@ -134,6 +135,10 @@ class Engine:
         names = self.names(track, out_root)
         out_dir = names.folder
         result = TrackResult(track.name, str(track.path), "failed", output_dir=str(out_dir))
+        # Folders this track creates: removed again if it ends with nothing in them.
+        fresh = [(d, root) for d, root in ((out_dir, out_root),
+                                           (self._stems_folder(track), self.cfg.separated_dir))
+                 if not Path(d).exists()]
         try:
             remove_stale_temps(out_dir)
             if self.describe(track, out_root).outputs_current:
@@ -154,20 +159,35 @@ class Engine:
         except MemoryError:
             result.reason = "out of memory"
         except OSError as exc:
-            result.reason = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename
-                                                         else "")
+            full = no_space(Path(exc.filename).parent if exc.filename else out_dir, exc)
+            result.reason = str(full) if full else f"{exc.strerror or exc}" + (
+                f": {exc.filename}" if exc.filename else "")
         except Exception as exc:  # one bad file never stops the batch
             log.debug("unexpected error on %s", track.path, exc_info=True)
             result.reason = f"internal error: {type(exc).__name__}: {exc}"
-        except BaseException:  # Ctrl-C: whatever was interrupted, no temporary file stays
+        except BaseException:  # Ctrl-C, SIGTERM: no temporary file stays, no empty folder
             remove_stale_temps(out_dir)
+            _remove_empty(fresh)
             raise
         finally:
             result.wall_seconds = time.perf_counter() - t0
-        if result.status == "failed":  # a failed track leaves no empty folder of its own
-            _remove_empty(out_dir, Path(out_root))
+        if result.status == "failed":  # a failed track leaves no folder of its own
+            _remove_empty([(out_dir, out_root)] + fresh)
             result.reason = " ".join(result.reason.split()) or "failed"
         return result
+
+    def discard(self, track, out_root):
+        """What an interrupted ``process`` of ``track`` left (a worker killed while writing
+        it): its temporary files, and its output and stems folders when that leaves them
+        empty."""
+        folders = [(self.names(track, out_root).folder, out_root),
+                   (self._stems_folder(track), self.cfg.separated_dir)]
+        for d, _ in folders:
+            remove_stale_temps(d)
+        _remove_empty(folders)
+
+    def _stems_folder(self, track):
+        return stems_folder(self.cfg.separated_dir, self.cfg.demucs_model, track.stems_name)
 
     def _run_info(self, separated):
         """How this run went, for the manifest: command line, device and threads."""
@@ -184,15 +204,17 @@ class Engine:
         self.separator.separate_file(mix_path, folder)
 
 
-def _remove_empty(folder, root):
-    """Remove ``folder`` and its parents below ``root`` while they are empty."""
-    folder, root = Path(folder), Path(root)
-    while folder != root and folder.is_relative_to(root):
-        try:
-            folder.rmdir()
-        except OSError:
-            return
-        folder = folder.parent
+def _remove_empty(folders):
+    """For each ``(folder, root)``: remove ``folder`` and its parents below ``root`` while
+    they are empty."""
+    for folder, root in folders:
+        folder, root = Path(folder), Path(root)
+        while folder != root and folder.is_relative_to(root):
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+            folder = folder.parent
 
 
 def _safe_current(track, params, names, stems, folder):

@@ -162,7 +162,7 @@ def run_track(track, cfg, names, work, separate, progress=None, run_info=None):
     if file_channels > 2:
         log.warning("%s: %d channels downmixed to stereo (centre kept)", track.name, file_channels)
     stems = find_or_separate(track, cfg.separated_dir, cfg.demucs_model,
-                             cfg.settings("stems"), cfg.force, original, separate)
+                             cfg.settings("stems"), cfg.reseparate, original, separate)
     stems_identity = stems.identity()
     timings["separation_s"] = time.perf_counter() - t
     sources = Sources(BlockReader(original, channels),
@@ -254,12 +254,13 @@ def run_track(track, cfg, names, work, separate, progress=None, run_info=None):
     return Finished(frames / sr, eval_seconds, eval_row, tuple(warnings))
 
 
-def find_or_separate(track, separated_dir, model, settings, force, original, separate):
-    """The track's stems in the separated layout, separated first when missing, forced, or
-    recorded by VTrace as separated from another mix or with other ``settings`` (the Config's
-    ``stems`` fields). Stems VTrace separates get a record binding them to the mix."""
+def find_or_separate(track, separated_dir, model, settings, reseparate, original, separate):
+    """The track's stems in the separated layout, separated first when missing, when
+    ``reseparate``, or when VTrace's record says they were separated from another mix or
+    with other ``settings`` (the Config's ``stems`` fields). Stems VTrace separates get a
+    record binding them to the mix."""
     folder = stems_folder(separated_dir, model, track.stems_name)
-    found = None if force else stem_paths(separated_dir, model, track.stems_name)
+    found = None if reseparate else stem_paths(separated_dir, model, track.stems_name)
     mix_hash = None
     if found is not None:
         record = read_stems_record(folder)

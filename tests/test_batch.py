@@ -161,8 +161,14 @@ def test_ctrl_c_exits_130_and_leaves_nothing_half_written(tmp_path, workers):
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert leftovers(tmp_path / "out") == []
-    assert b"Traceback" not in err
+    assert b"nothing half-written was left" in err
+    assert leftovers(tmp_path / "out") == [] and leftovers(sep) == []
+    assert b"Traceback" not in err and b"worker process died" not in err, err
+    log_text = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    assert "worker process died" not in log_text
+    out = tmp_path / "out"  # removed when nothing finished: this run created it
+    for folder in (out.iterdir() if out.exists() else []):  # finished, or no folder at all
+        assert list(folder.glob("*_vtrace.json")), f"{folder.name} left unfinished"
 
 
 def test_mp3_export_lines_up_with_the_wav(song):

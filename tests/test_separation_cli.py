@@ -55,7 +55,7 @@ def test_cleanup_removes_only_what_this_run_created(tmp_path):
     assert (tmp_path / "out" / "demucs_unittest" / "new" / "new_blended.wav").is_file()
 
 
-def test_force_separates_again(tmp_path):
+def test_reseparate_separates_again(tmp_path):
     vocals, inst = tone_mix(seconds=1.0)
     write(tmp_path / "songs" / "s.wav", vocals + inst)
     stems = tmp_path / "sep" / "demucs_unittest" / "s"
@@ -63,7 +63,9 @@ def test_force_separates_again(tmp_path):
     write(stems / "no_vocals.wav", vocals + inst)       # the mix, so it passes the check
     assert main(_args(tmp_path)) == 0
     assert not read(stems / "vocals.wav")[0].any()  # reused as they were
-    assert main(_args(tmp_path, "--force", "--other-method", "minus")) == 0
+    assert main(_args(tmp_path, "--force")) == 0  # outputs again, from the same stems
+    assert not read(stems / "vocals.wav")[0].any()
+    assert main(_args(tmp_path, "--reseparate", "--other-method", "minus")) == 0
     v, sr = read(stems / "vocals.wav")
     n, _ = read(stems / "no_vocals.wav")
     assert sr == SR and v.any()
@@ -96,13 +98,21 @@ def test_segment_the_model_cannot_take_ends_the_run_up_front(tmp_path, capsys, m
     assert "segment" in err and "1 track(s)" in err and not (tmp_path / "out").exists()
 
 
-def test_too_short_input_fails_that_track(tmp_path, capsys):
+def test_50_ms_clip_separates_and_a_too_short_one_fails_alone(tmp_path, capsys):
     vocals, inst = tone_mix(seconds=1.0)
     write(tmp_path / "songs" / "ok.wav", vocals + inst)
-    write(tmp_path / "songs" / "blip.wav", (vocals + inst)[:, :100])
-    assert main(_args(tmp_path)) == 1
+    write(tmp_path / "songs" / "clip.wav", (vocals + inst)[:, :int(0.05 * SR)])
+    write(tmp_path / "songs" / "blip.wav", (vocals + inst)[:, :3])
+    assert main(_args(tmp_path, "--shifts", "0")) == 1
     out = capsys.readouterr().out
-    assert "blip" in out and "at least" in out and "1 ok" in out
+    rows = {line.split()[0]: line for line in out.splitlines()[2:-1]}
+    assert " ok " in rows["clip"] and " ok " in rows["ok"]
+    assert "too short for demucs_model=demucs_unittest" in rows["blip"], rows["blip"]
+    # the failed track leaves no folder: no empty stems folder, no output folder
+    assert not (tmp_path / "sep" / "demucs_unittest" / "blip").exists()
+    assert not (tmp_path / "out" / "demucs_unittest" / "blip").exists()
+    clip, _ = read(tmp_path / "out" / "demucs_unittest" / "clip" / "clip_blended.wav")
+    assert clip.shape == (2, int(0.05 * SR))
 
 
 def test_stems_only_run_never_imports_torch(tmp_path):

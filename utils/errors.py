@@ -33,3 +33,10 @@ class UnknownModelError(SeparationError):
 
 class OutputError(VTraceError):
     """An output could not be computed or written (non-finite samples, disk full...)."""
+
+
+class Terminated(BaseException):
+    """SIGTERM (``timeout``, ``docker stop``, systemd): the run ends like Ctrl-C, exit 143.
+
+    A BaseException, like KeyboardInterrupt, so every ``except Exception`` lets it pass and
+    the cleanup of the track being written runs on the way out."""
