@@ -42,6 +42,7 @@ SMOOTH_BINS = 2     # +- bins of the power smoothing
 SMOOTH_FRAMES = 2   # +- frames of the power smoothing
 HOLD_FRAMES = 24    # how long a stem's power is held (24 * 512 / 44100 = 0.28 s)
 HOLD_DECAY_DB = 1.0  # per frame decay of the held power
+MASK_POWER = 1.0    # mask = Pv^p / (Pv^p + Pi^p)
 EMPTY_LIMIT = 1e-5  # a block whose left-out part never exceeds this (-100 dBFS) is left as is
 _EPS = 1e-20
 
@@ -119,6 +120,9 @@ def _mask(Xv, Xi, E):
     pv = _hold(_smooth(np.sum(np.abs(Xv) ** 2, axis=0), SMOOTH_BINS, SMOOTH_FRAMES))
     pi = _hold(_smooth(np.sum(np.abs(Xi) ** 2, axis=0), SMOOTH_BINS, SMOOTH_FRAMES))
     pe = _smooth(np.sum(np.abs(E) ** 2, axis=0), SMOOTH_BINS, SMOOTH_FRAMES)
+    if MASK_POWER != 1.0:
+        pv, pi = pv ** MASK_POWER, pi ** MASK_POWER
+        pe = pe ** MASK_POWER
     mask = pv / (pv + pi + _EPS)
     # band limit: where both stems are silent but e is not, take the mask of the highest
     # band below that has stem content (bands of 16 bins, ~340 Hz at 44.1 kHz)
