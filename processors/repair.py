@@ -42,7 +42,6 @@ SMOOTH_BINS = 2     # +- bins of the power smoothing
 SMOOTH_FRAMES = 2   # +- frames of the power smoothing
 HOLD_FRAMES = 24    # how long a stem's power is held (24 * 512 / 44100 = 0.28 s)
 HOLD_DECAY_DB = 1.0  # per frame decay of the held power
-MASK_POWER = 1.0    # mask = Pv^p / (Pv^p + Pi^p)
 EMPTY_LIMIT = 1e-5  # a block whose left-out part never exceeds this (-100 dBFS) is left as is
 _EPS = 1e-20
 
@@ -120,9 +119,6 @@ def _mask(Xv, Xi, E):
     pv = _hold(_smooth(np.sum(np.abs(Xv) ** 2, axis=0), SMOOTH_BINS, SMOOTH_FRAMES))
     pi = _hold(_smooth(np.sum(np.abs(Xi) ** 2, axis=0), SMOOTH_BINS, SMOOTH_FRAMES))
     pe = _smooth(np.sum(np.abs(E) ** 2, axis=0), SMOOTH_BINS, SMOOTH_FRAMES)
-    if MASK_POWER != 1.0:
-        pv, pi = pv ** MASK_POWER, pi ** MASK_POWER
-        pe = pe ** MASK_POWER
     mask = pv / (pv + pi + _EPS)
     # band limit: where both stems are silent but e is not, take the mask of the highest
     # band below that has stem content (bands of 16 bins, ~340 Hz at 44.1 kHz)
@@ -147,12 +143,20 @@ def _mask(Xv, Xi, E):
 
 
 def _hold(p):
-    """Each frame's power held over the next ``HOLD_FRAMES`` frames with a decay."""
-    out = p.copy()
-    d = 10 ** (-HOLD_DECAY_DB / 10)
-    for k in range(1, HOLD_FRAMES + 1):
-        np.maximum(out[:, k:], p[:, :-k] * d ** k, out=out[:, k:])
-    return out
+    """Each frame's power held over the next ``HOLD_FRAMES`` frames with a decay:
+    ``max_k p[t-k] * d^k`` for k in 0..HOLD_FRAMES, as a running maximum of
+    ``log p[t'] + c*t'`` (``c = -log d`` per frame) over the last frames, minus ``c*t``."""
+    from scipy.ndimage import maximum_filter1d
+
+    c = HOLD_DECAY_DB / 10 * np.log(10)
+    ramp = c * np.arange(p.shape[1])
+    with np.errstate(divide="ignore"):
+        lg = np.log(np.maximum(p, 1e-30)) + ramp  # running sums can dip below 0
+    # window [t - HOLD_FRAMES, t]: size HOLD_FRAMES + 1, shifted to end at t
+    size = HOLD_FRAMES + 1
+    held = maximum_filter1d(lg, size, axis=1, mode="constant", cval=-np.inf,
+                            origin=(size - 1) // 2 if size % 2 else size // 2 - 1)
+    return np.exp(held - ramp)
 
 
 def _smooth(x, bins, frames):
@@ -177,8 +181,10 @@ def _stft(x, start):
     b0 = k0 * HOP - N_FFT // 2
     buf = np.zeros((c, (k1 - k0) * HOP + N_FFT), np.float32)
     buf[:, start - b0:start - b0 + n] = x
+    from scipy import fft  # single precision for float32, unlike numpy's
+
     frames = np.lib.stride_tricks.sliding_window_view(buf, N_FFT, axis=1)[:, ::HOP]
-    X = np.fft.rfft(frames * _window(), axis=2).astype(np.complex64)
+    X = fft.rfft(frames * _window(), axis=2).astype(np.complex64, copy=False)
     return X.transpose(0, 2, 1), start - b0
 
 
@@ -186,7 +192,9 @@ def _istft(X, offset, n):
     """Overlap-add inverse of ``_stft`` (Hann synthesis, normalised by the summed squared
     window), cropped to the block's ``n`` samples."""
     win = _window()
-    frames = np.fft.irfft(X.transpose(0, 2, 1), n=N_FFT, axis=2).astype(np.float32) * win
+    from scipy import fft
+
+    frames = fft.irfft(X.transpose(0, 2, 1), n=N_FFT, axis=2).astype(np.float32, copy=False) * win
     c, f, _ = frames.shape
     length = (f - 1) * HOP + N_FFT
     out = np.zeros((c, length), np.float32)
