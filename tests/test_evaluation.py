@@ -368,3 +368,11 @@ def test_published_scores_and_gains_per_output(tmp_path):
     assert row["ref_blended_sdr_museval"] == truth["blended"]["sdr_museval"]
     assert {"ref_voice_usdr", "ref_model_vocals_sdr_museval", "ref_phase_cancel_sdr"} <= set(
         ev.CSV_COLUMNS)
+
+
+def test_verdict_adds_the_usdr_change_when_measured():
+    row = {"ref_model_instrumental_sdr": 10.0, "ref_phase_cancel_sdr": 11.25,
+           "ref_model_vocals_sdr": 8.0, "ref_voice_sdr": 8.04,
+           "ref_phase_cancel_usdr_gain": 2.61, "ref_voice_usdr_gain": 0.02}
+    assert ev.verdict(row) == ("instrumental +1.2 dB, vocal as the model's vs the model's "
+                               "stems (uSDR instrumental +2.6 dB, vocal +0.0 dB)")
