@@ -245,8 +245,8 @@ def repair_summary(settings, energy):
     from processors.repair import EMPTY_LIMIT
 
     if energy.get("peak", 0.0) < EMPTY_LIMIT:  # every block below the limit: stems untouched
-        note = ("the stems sum to the mix (nothing left out): nothing to split, the stems "
-                "are kept as they are")
+        note = ("the stems sum to the mix (what is left out never exceeds two 16-bit steps): "
+                "nothing to split, the stems are kept as they are")
         applied = False
     else:
         note = (f"split the left-out part O - Vm - I ({db:+.1f} dB relative to the mix) "

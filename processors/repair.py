@@ -42,7 +42,9 @@ SMOOTH_BINS = 2     # +- bins of the power smoothing
 SMOOTH_FRAMES = 2   # +- frames of the power smoothing
 HOLD_FRAMES = 24    # how long a stem's power is held (24 * 512 / 44100 = 0.28 s)
 HOLD_DECAY_DB = 1.0  # per frame decay of the held power
-EMPTY_LIMIT = 1e-5  # a block whose left-out part never exceeds this (-100 dBFS) is left as is
+# A block whose left-out part never exceeds this is left as is: two 16-bit steps (-84 dBFS),
+# so stems that sum to the mix but went through 16-bit files (each rounded) count as summing.
+EMPTY_LIMIT = 2.0 ** -14
 _EPS = 1e-20
 
 
