@@ -233,8 +233,8 @@ def compute(sources, start, stop, w, voice_alpha, sr, plan, stats=None):
 
 def repair_summary(settings, energy):
     """What the repair did, for the log and the manifest: ``{"mode", "leftover_db",
-    "leftover_peak", "applied", "note"}``. ``leftover_db`` is the left-out part ``O - Vm - I`` relative to
-    the original (dB; None when silent). Stems that sum to the mix (``--other-method minus``)
+    "leftover_peak", "applied", "note"}``. ``leftover_db`` is the left-out part ``O - Vm - I``
+    relative to the original (dB; None when either is silent), ``leftover_peak`` its peak. Stems that sum to the mix (``--other-method minus``)
     have nothing to split: the repair leaves them as they are and says so."""
     mode = getattr(settings, "repair", "none")
     if mode == "none":
@@ -249,8 +249,8 @@ def repair_summary(settings, energy):
                 "nothing to split, the stems are kept as they are")
         applied = False
     else:
-        note = (f"split the left-out part O - Vm - I ({db:+.1f} dB relative to the mix) "
-                "between the stems")
+        level = "the mix is silent" if db is None else f"{db:+.1f} dB relative to the mix"
+        note = f"split the left-out part O - Vm - I ({level}) between the stems"
         applied = True
     log.info("repair %s: %s", mode, note)
     return {"mode": mode, "leftover_db": db, "leftover_peak": energy.get("peak", 0.0),

@@ -24,7 +24,7 @@ Modes (``MODES``):
   to it; a negative gain means the mix holds less of that sound than the stems say, i.e. the
   other stem holds a copy of it (bleed), so it goes to the other stem. What the regression
   does not explain is split as in ``wiener``. When the stems are masks of the mix (parallel
-  to it in every bin) the regression reduces to the ``wiener`` split.
+  to it in every bin) the regression reduces to a split by the stems' powers, like ``wiener``.
 
 Blockwise processing: the STFT frames sit on a grid fixed in the track (frame ``k`` centred on
 sample ``k*hop``), the track is zero outside ``[0, total)``, and all smoothing is finite, so a

@@ -193,3 +193,10 @@ def test_stems_through_16_bit_files_that_sum_are_left_as_they_are():
     assert np.max(np.abs(o16 - inst16 - voc16)) > 0  # rounding leaves something
     i2, v2 = rp.repair(o16, inst16, voc16, "project")
     assert i2 is inst16 and v2 is voc16
+
+
+def test_summary_of_stems_over_a_silent_mix():
+    s = settings(repair="project")
+    summary = repair_summary(s, {"leftover": 1.0, "original": 0.0, "peak": 0.5})
+    assert summary["applied"] is True and "the mix is silent" in summary["note"]
+    assert repair_summary(settings(repair="none"), {})["applied"] is False
