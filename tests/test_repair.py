@@ -200,3 +200,22 @@ def test_summary_of_stems_over_a_silent_mix():
     summary = repair_summary(s, {"leftover": 1.0, "original": 0.0, "peak": 0.5})
     assert summary["applied"] is True and "the mix is silent" in summary["note"]
     assert repair_summary(settings(repair="none"), {})["applied"] is False
+
+
+def test_render_in_blocks_equals_one_block(song):
+    """The real path (files, BlockReaders, the pipeline): 0.5 s blocks equal one block."""
+    from main import main
+    from tests.conftest import write
+
+    write(song["sep"] / "test/mix/no_vocals.wav", 0.6 * song["inst"])  # lost 40 %
+    outs = {}
+    for block in ("0.5", "600"):
+        out = song["tmp"] / f"out{block}"
+        assert main(["-i", str(song["dir"]), "--demucs-model", "test", "--separated-dir",
+                     str(song["sep"]), "--quiet", "--log-dir", str(song["tmp"] / "logs"),
+                     "--wav-format", "float32", "--block-seconds", block, "-o", str(out),
+                     "--residual-hpf", "90"]) == 0
+        outs[block] = {k: read(out / f"mix/mix_{k}.wav")[0]
+                       for k in ("blended", "vocal_residual", "phase_cancel")}
+    for k in outs["600"]:
+        assert np.max(np.abs(outs["0.5"][k] - outs["600"][k])) < 1e-6, k
