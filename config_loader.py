@@ -25,6 +25,7 @@ GROUPS = {
 }
 
 BLEND_MODES = ("linear", "exp", "log", "power", "smoothstep", "gate")
+REPAIR_MODES = ("none", "wiener", "project")  # = processors.repair.MODES (tested)
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 # Settings for common jobs (README: Presets). Applied over config.yaml; a typed option wins.
@@ -131,6 +132,11 @@ class Config:
     gate_hold_ms: float = opt("outputs", 50.0, "blend", "residual gate hold (ms)", lo=0)
     gate_range_db: float = opt("outputs", -40.0, "blend", "residual gate attenuation when closed (dB, <= 0)",
                                hi=0)
+    repair: str = opt("outputs", "project", "blend", "give the part of the mix that neither stem "
+                      "holds (O - Vm - I) to the stem it belongs to before the arithmetic: none "
+                      "(the stems as they are), wiener (split by the stems' power), project "
+                      "(first what looks like either stem, then wiener); see README Repair",
+                      choices=REPAIR_MODES)
     align: bool = opt("outputs", True, "blend", "estimate and remove the stems' offset and polarity against "
                       "the original (--no-align skips it)")
     # output

@@ -497,3 +497,82 @@ def bss_eval(references, *estimate_sets, mixtures=()) -> list[dict[str, list[Sco
         coh = float(x @ solve_toeplitz(acf / acf[0], x))
         results.append({"sdr": [_ratio_db(coh, 1.0 - coh, "SDR")]})
     return results
+
+
+# ---- published scores: uSDR and museval's BSS Eval v4 SDR ------------------------------
+
+def usdr(reference: np.ndarray, estimate: np.ndarray) -> Score:
+    """uSDR in dB (MDX challenges, MVSep): one global ratio, channels pooled, no filter,
+    ``10 log10(sum s^2 / sum (s - s')^2)`` over float32 (channels, samples) arrays."""
+    _pair(reference, estimate)
+    s = _sums(reference, estimate)
+    if not (np.isfinite(s["rr"]) and np.isfinite(s["dd"])):
+        return _undefined(_NONFINITE)
+    if is_silent(reference):
+        return _undefined(_silence_reason(True, False))
+    return _ratio_db(s["rr"], s["dd"], "uSDR")
+
+
+def sdr_museval(references, estimates, window: int = 44100,
+                hop: int = 44100) -> list[Score]:
+    """museval 0.4's SDR in its default ``v4`` mode (``museval.evaluate``: ``bss_eval`` with
+    ``framewise_filters=False``, ``bsseval_sources_version=False``), reduced to what it is.
+
+    museval splits each source's estimate into ``s_true + e_spat + e_interf + e_artif``, with
+    ``e_artif`` defined as the rest (``estimate - s_true - e_spat - e_interf``), and its SDR
+    is ``sum s_true^2 / sum (e_spat + e_interf + e_artif)^2`` per window: the distortion
+    filters (512 taps, computed once on the whole track in v4) cancel out of the SDR, which is
+    ``10 log10(sum_win s^2 / sum_win (s' - s)^2)`` with channels pooled (they matter for ISR,
+    SIR and SAR only). Windows: ``floor((n - window + hop) / hop)`` windows of ``window``
+    samples every ``hop`` (the whole signal when it is not longer than one window); a window
+    where any of the given references or estimates is silent (museval's test: the sum over
+    channels is exactly 0 at every sample) is NaN; the score is the median over the other
+    windows (``np.nanmedian``, as museval's aggregation). A window where the estimate equals
+    its reference scores +inf, as in museval.
+
+    Args:
+        references, estimates: sequences of float32 (channels, samples) arrays, all one shape,
+            estimate j against reference j (pass all the sources museval would see together:
+            their silence decides which windows count).
+        window, hop: in samples (museval's defaults are 44100 and 44100: 1 s at 44.1 kHz).
+    Returns:
+        one Score per source (undefined when every window is NaN, or a whole source is silent:
+        museval refuses those).
+    """
+    references, estimates = list(references), list(estimates)
+    if len(references) != len(estimates) or not references:
+        raise InputError(f"sdr_museval: references={len(references)}, estimates="
+                         f"{len(estimates)}; give one estimate per reference")
+    for r, e in zip(references, estimates):
+        _pair(r, e)
+        if r.shape != references[0].shape:
+            raise InputError("sdr_museval: all sources must have one shape")
+    n = references[0].shape[1]
+    spans = ([(t * hop, min(t * hop + window, n)) for t in range(int((n - window + hop) // hop))]
+             if window < n else [(0, n)])
+    for x in references + estimates:
+        if not (np.isfinite(x).all()):
+            return [_undefined(_NONFINITE)] * len(references)
+    whole_silent = any(not np.add.reduce(x, axis=0).any() for x in references + estimates)
+    if whole_silent:
+        return [_undefined("a source is all zeros: museval refuses to evaluate")] * len(
+            references)
+    sdr = np.full((len(references), len(spans)), np.nan)
+    for t, (a, b) in enumerate(spans):  # one window at a time: float64 copies stay small
+        if any(not np.add.reduce(x[:, a:b], axis=0).any() for x in references + estimates):
+            continue  # museval: a silent source in the window makes it NaN
+        for j, (r, e) in enumerate(zip(references, estimates)):
+            r64 = r[:, a:b].astype(np.float64)
+            d = e[:, a:b] - r64
+            num, den = np.einsum("ct,ct->", r64, r64), np.einsum("ct,ct->", d, d)
+            sdr[j, t] = np.inf if den == 0 else 10 * np.log10(num / den) if num > 0 else -np.inf
+    scores = []
+    for row in sdr:
+        if np.isnan(row).all():
+            scores.append(_undefined("every window has a silent source (museval: NaN)"))
+            continue
+        value = float(np.nanmedian(row))
+        scores.append(Score(value) if np.isfinite(value) else
+                      _undefined("median window SDR is infinite: the estimate matches the "
+                                 "reference exactly"))
+    return scores

@@ -11,7 +11,10 @@ vocal_change_expected_db``; ``model_<output>_<metric>`` for output in phase_canc
 instrumental), voice (vs model vocals), blended (vs original) and metric in mse, cosine, stoi,
 estoi (only the one asked for is filled); ``ref_vocal_change_db``; ``ref_<output>_<metric>``
 for output in phase_cancel, voice, blended, model_instrumental, model_vocals (vs the true
-stems) with mse, cosine, stoi, estoi, sdr, si_sdr and, except blended, sir, sar;
+stems) with mse, cosine, stoi, estoi, sdr, si_sdr and, except blended, sir, sar, then
+``sdr_museval`` (museval 0.4 v4: median over 1 s windows) and ``usdr`` (global SDR, no
+filter); ``ref_<output>_<m>_gain`` for output phase_cancel (vs model_instrumental) and voice
+(vs model_vocals), m in sdr, sdr_museval, usdr: the output's score minus the model stem's;
 ``undefined`` ("key: reason; ..." for every undefined value).
 """
 
@@ -45,6 +48,10 @@ REFERENCE_PAIRS = {"phase_cancel": "accompaniment", "voice": "vocals",
                    "model_vocals": "vocals"}
 _BASIC = ("mse", "cosine", "stoi", "estoi")
 _BSS = ("sdr", "si_sdr", "sir", "sar")  # blended has one source: no SIR/SAR
+_PUBLISHED = ("sdr_museval", "usdr")  # museval v4 (median of 1 s windows), global uSDR
+# VTrace's output -> the model's own stem it repairs; gain = output's score - the stem's
+GAIN_PAIRS = {"phase_cancel": "model_instrumental", "voice": "model_vocals"}
+_GAINS = ("sdr", "sdr_museval", "usdr")
 
 CSV_COLUMNS = (
     ["track", "eval_seconds", "duration_s", "sample_rate", "vocal_gain",
@@ -53,6 +60,8 @@ CSV_COLUMNS = (
     + ["ref_vocal_change_db"]
     + [f"ref_{out}_{m}" for out in REFERENCE_PAIRS
        for m in _BASIC + (_BSS[:2] if out == "blended" else _BSS)]
+    + [f"ref_{out}_{m}" for out in REFERENCE_PAIRS for m in _PUBLISHED]
+    + [f"ref_{out}_{m}_gain" for out in GAIN_PAIRS for m in _GAINS]
     + ["undefined"]
 )
 
@@ -187,7 +196,28 @@ def _against_reference(ev: _Evaluator, signals, sr, reference, vocal_gain):
            "model_instrumental": {m: s[1] for m, s in results[1].items()}}
     if mixtures:
         bss["blended"] = {"sdr": results[2]["sdr"][0]}
+    # scores as published: museval v4 (the two sources together, as MUSDB evaluates them:
+    # a window where any is silent is left out) and uSDR
+    window = int(sr)  # museval's 1 s (44100 samples at 44.1 kHz)
+    for outs in (("voice", "phase_cancel"), ("model_vocals", "model_instrumental")):
+        scores = em.sdr_museval(refs, [signals[o] for o in outs], window, window)
+        for o, score in zip(outs, scores):
+            bss[o]["sdr_museval"] = score
+    if mixtures:
+        bss["blended"]["sdr_museval"] = em.sdr_museval(
+            [pool["blend_target"]], [signals["blended"]], window, window)[0]
+    for o, against in pairs:
+        bss[o]["usdr"] = em.usdr(pool[against], signals[o])
     out.update(ev.compare("reference", pairs, pool, bss))
+    for o, model in GAIN_PAIRS.items():  # the change against the model's own stem
+        for m in _GAINS:
+            a, b = out[o].get(m), out[model].get(m)
+            key = f"reference.{o}.{m}_gain"
+            if a is None or b is None:
+                ev.undefined[key] = f"{m} of {o} or of {model} is undefined"
+                out[o][f"{m}_gain"] = None
+            else:
+                out[o][f"{m}_gain"] = a - b
     out["vocal_change_db"] = ev.value(em.vocal_level_change_db(
         signals["blended"], signals["original"], truth["accompaniment"]),
         "reference.vocal_change_db")
@@ -353,7 +383,12 @@ def verdict(row: dict, tie_db: float = 0.1) -> str:
             parts.append(f"{label} as the model's")
         else:
             parts.append(f"{label} {a - b:+.1f} dB")
-    return ", ".join(parts) + " vs the model's stems"
+    text = ", ".join(parts) + " vs the model's stems"
+    gains = [(label, row.get(f"ref_{out}_usdr_gain")) for label, out in
+             (("instrumental", "phase_cancel"), ("vocal", "voice"))]
+    if all(g is not None for _, g in gains):  # uSDR: the published (MDX) score, no filter
+        text += " (uSDR " + ", ".join(f"{label} {g:+.1f} dB" for label, g in gains) + ")"
+    return text
 
 
 def plot_track(path: Path, signals: dict, sr: int) -> None:

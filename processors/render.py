@@ -53,6 +53,7 @@ class RenderSettings:
     gate_release_ms: float
     gate_hold_ms: float
     gate_range_db: float
+    repair: str
     wav_format: str
     normalize: str
     match_loudness: bool
@@ -64,8 +65,11 @@ class RenderSettings:
         return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
 
-def render(sources, frames, sr, channels, w, settings, wav_paths, progress):
+def render(sources, frames, sr, channels, w, settings, wav_paths, progress,
+           repair_report=None):
     """Compute and write the three outputs; returns ``(gains, peaks, loudness)`` per output.
+
+    ``repair_report``, a dict, receives ``repair_summary``'s record (for the manifest).
 
     ``settings`` is a RenderSettings. Pass 1 writes at unity gain while measuring peaks (and
     loudness with --match-loudness).
@@ -100,13 +104,19 @@ def render(sources, frames, sr, channels, w, settings, wav_paths, progress):
         try:
             with ThreadPoolExecutor(1) as compute_pool, \
                     ThreadPoolExecutor(1) as write_pool:
+                stats = [{} for _ in spans] if measure else [None] * len(spans)
                 ahead = compute_pool.submit(compute, sources, *spans[0], w,
-                                             settings.voice_alpha, sr, plan)
+                                             settings.voice_alpha, sr, plan, stats[0])
                 for i, (start, stop) in enumerate(spans):
                     o, outs = ahead.result()
                     if i + 1 < len(spans):
                         ahead = compute_pool.submit(compute, sources, *spans[i + 1], w,
-                                                    settings.voice_alpha, sr, plan)
+                                                    settings.voice_alpha, sr, plan,
+                                                    stats[i + 1])
+                    if measure and plan.get("repair"):
+                        for key in ("leftover", "original"):
+                            energy[key] += stats[i].get(key, 0.0)
+                        energy["peak"] = max(energy["peak"], stats[i].get("peak", 0.0))
                     if measure and meters:
                         for k, y in outs.items():
                             meters[k].feed(y)
@@ -124,7 +134,10 @@ def render(sources, frames, sr, channels, w, settings, wav_paths, progress):
             raise
         return writers
 
+    energy = {"leftover": 0.0, "original": 0.0, "peak": 0.0}
     writers = pass_(dict.fromkeys(OUTPUTS, 1.0), measure=True)
+    if repair_report is not None:
+        repair_report.update(repair_summary(settings, energy))
     gains, loudness = _gains(peaks, meters, settings)
     if any(g != 1.0 for g in gains.values()):
         for wr in writers.values():
@@ -137,8 +150,19 @@ def render(sources, frames, sr, channels, w, settings, wav_paths, progress):
 
 
 def shaping(settings, sr):
-    """What the residual cleanup and the gate blend need: their parameters and the block
-    margin that makes blockwise results equal whole-track ones."""
+    """What the repair, the residual cleanup and the gate blend need: their parameters and the
+    block margin that makes blockwise results equal whole-track ones."""
+    repair = getattr(settings, "repair", "none")
+    plan = _shaping(settings, sr)
+    if repair == "none":
+        return dict(plan, repair=None)
+    from processors import repair as rp
+
+    # the repair runs first on the wider read, then the filters see repaired stems: margins add
+    return dict(plan, repair=repair, context=plan["context"] + rp.context(sr))
+
+
+def _shaping(settings, sr):
     residual = {k: getattr(settings, k) for k in (
         "residual_hpf", "residual_lpf", "filter_order", "gate_threshold_db", "gate_attack_ms",
         "gate_release_ms", "gate_hold_ms", "gate_range_db")}
@@ -160,8 +184,12 @@ def shaping(settings, sr):
     return {"residual": residual if active else None, "gate": gate, "context": context}
 
 
-def compute(sources, start, stop, w, voice_alpha, sr, plan):
+def compute(sources, start, stop, w, voice_alpha, sr, plan, stats=None):
     """The outputs for samples ``[start, stop)``: ``(original block, {name: block})``.
+
+    With a repair (``plan["repair"]``, see ``processors.repair``) the stems are repaired
+    first (``V' + I' = O``), and the arithmetic below runs on the repaired stems. ``stats``,
+    a dict, receives the block's energies of the left-out part and of the original.
 
     With residual cleanup or the gate blend, the block is computed with ``context`` samples of
     margin on each side, then cropped, so filters and gates see the same signal as they would
@@ -172,6 +200,17 @@ def compute(sources, start, stop, w, voice_alpha, sr, plan):
     # the whole track (their own edge padding), not as zeros.
     a, b = max(start - ctx, 0), min(stop + ctx, sources.original.frames)
     o, inst, voc = (r.read(a, b) for r in sources)
+    if plan.get("repair"):
+        from processors.repair import leftover, repair
+
+        if stats is not None:
+            e = leftover(o[:, start - a:stop - a], inst[:, start - a:stop - a],
+                         voc[:, start - a:stop - a])
+            stats["leftover"] = float(np.sum(np.square(e, dtype=np.float64)))
+            stats["original"] = float(np.sum(np.square(o[:, start - a:stop - a],
+                                                       dtype=np.float64)))
+            stats["peak"] = float(np.max(np.abs(e))) if e.size else 0.0
+        inst, voc = repair(o, inst, voc, plan["repair"], a, sources.original.frames)
     r = core.residual(o, inst)
     if plan["residual"] is not None:
         from audio_utils.filters import shape_residual
@@ -190,6 +229,32 @@ def compute(sources, start, stop, w, voice_alpha, sr, plan):
         o = o[:, lo:hi]
         outs = {k: y[:, lo:hi] for k, y in outs.items()}
     return o, outs
+
+
+def repair_summary(settings, energy):
+    """What the repair did, for the log and the manifest: ``{"mode", "leftover_db",
+    "leftover_peak", "applied", "note"}``. ``leftover_db`` is the left-out part ``O - Vm - I``
+    relative to the original (dB; None when either is silent), ``leftover_peak`` its peak. Stems that sum to the mix (``--other-method minus``)
+    have nothing to split: the repair leaves them as they are and says so."""
+    mode = getattr(settings, "repair", "none")
+    if mode == "none":
+        return {"mode": "none", "leftover_db": None, "applied": False,
+                "note": "repair off: the stems as the model gave them"}
+    lo, orig = energy["leftover"], energy["original"]
+    db = None if lo <= 0 or orig <= 0 else round(10 * math.log10(lo / orig), 2)
+    from processors.repair import EMPTY_LIMIT
+
+    if energy.get("peak", 0.0) < EMPTY_LIMIT:  # every block below the limit: stems untouched
+        note = ("the stems sum to the mix (what is left out never exceeds two 16-bit steps): "
+                "nothing to split, the stems are kept as they are")
+        applied = False
+    else:
+        level = "the mix is silent" if db is None else f"{db:+.1f} dB relative to the mix"
+        note = f"split the left-out part O - Vm - I ({level}) between the stems"
+        applied = True
+    log.info("repair %s: %s", mode, note)
+    return {"mode": mode, "leftover_db": db, "leftover_peak": energy.get("peak", 0.0),
+            "applied": applied, "note": note}
 
 
 def _gains(peaks, meters, settings):

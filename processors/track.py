@@ -192,8 +192,9 @@ def run_track(track, cfg, names, work, separate, progress=None, run_info=None):
         wav_paths = {k: names.path(k, "wav") if kept else Path(work) / f"{k}.wav"
                      for k in OUTPUTS}
         settings = RenderSettings.of(cfg)
+        repair_report = {}
         gains, peaks, loudness = render(sources, frames, sr, channels, w, settings, wav_paths,
-                                        progress)
+                                        progress, repair_report)
         timings["render_s"] = time.perf_counter() - t
         if cfg.eval or cfg.plot:
             t = time.perf_counter()
@@ -234,6 +235,7 @@ def run_track(track, cfg, names, work, separate, progress=None, run_info=None):
         "blend_weight": w, "vocal_gain_db": _db(w),
         "offset": {"lag_samples": offset.lag, "polarity": offset.polarity,
                    "confidence": round(offset.confidence, 4), "applied": bool(aligned)},
+        "repair": repair_report,
         "gain": gains, "peaks_before_gain": peaks, "loudness": loudness,
         "files": files,
         "timings": {k: round(v, 4) for k, v in timings.items()},

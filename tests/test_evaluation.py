@@ -344,3 +344,35 @@ def test_plot_track_writes_png(tmp_path):
     path = tmp_path / "mix_eval.png"
     ev.plot_track(path, signals, SR)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_published_scores_and_gains_per_output(tmp_path):
+    """sdr_museval and usdr for every output with a reference, and the change of each VTrace
+    output against the model's own stem (the repair's gain) in sdr, sdr_museval and usdr."""
+    signals, vocals, accomp = track(w=0.3)
+    ref = {"vocals": vocals, "accompaniment": accomp, "sr": SR, "layout": "test", "files": []}
+    report = ev.evaluate_track(signals, SR, ref, estoi=False, vocal_gain=0.3)
+    truth = report["reference"]
+    for out in ev.REFERENCE_PAIRS:
+        against = vocals if out in ("voice", "model_vocals") else accomp
+        if out == "blended":
+            against = accomp + np.float32(0.3) * vocals
+        assert truth[out]["usdr"] == pytest.approx(em.usdr(against, signals[out]).value)
+        assert truth[out]["sdr_museval"] is not None
+    for out, model in ev.GAIN_PAIRS.items():
+        for m in ("sdr", "sdr_museval", "usdr"):
+            assert truth[out][f"{m}_gain"] == pytest.approx(truth[out][m] - truth[model][m])
+    row = ev.report_row("t", report)
+    assert row["ref_phase_cancel_usdr_gain"] == truth["phase_cancel"]["usdr_gain"]
+    assert row["ref_voice_sdr_gain"] == truth["voice"]["sdr_gain"]
+    assert row["ref_blended_sdr_museval"] == truth["blended"]["sdr_museval"]
+    assert {"ref_voice_usdr", "ref_model_vocals_sdr_museval", "ref_phase_cancel_sdr"} <= set(
+        ev.CSV_COLUMNS)
+
+
+def test_verdict_adds_the_usdr_change_when_measured():
+    row = {"ref_model_instrumental_sdr": 10.0, "ref_phase_cancel_sdr": 11.25,
+           "ref_model_vocals_sdr": 8.0, "ref_voice_sdr": 8.04,
+           "ref_phase_cancel_usdr_gain": 2.61, "ref_voice_usdr_gain": 0.02}
+    assert ev.verdict(row) == ("instrumental +1.2 dB, vocal as the model's vs the model's "
+                               "stems (uSDR instrumental +2.6 dB, vocal +0.0 dB)")
