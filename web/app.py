@@ -78,6 +78,12 @@ def serve(cfg, host=None, port=None, share=False, upload_mb=None, session_minute
         print(f"public share link: {demo.share_url}", flush=True)
     if not block:
         return demo
+    def _terminate(signum, frame):  # kill / systemd stop: the same clean shutdown as Ctrl-C
+        raise KeyboardInterrupt
+
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         demo.block_thread()
     except KeyboardInterrupt:
