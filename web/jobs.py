@@ -478,8 +478,9 @@ def keep_stems(song, track, cfg, kept):
             for r in readers:
                 r.close()
         np.subtract(o, inst, out=o)
-        np.save(kept / "inst.npy", inst)
-        np.save(kept / "resid.npy", o)
+        # frames x channels, the layout a WAV is written in: a re-blend needs no transpose
+        np.save(kept / "inst.npy", np.ascontiguousarray(inst.T))
+        np.save(kept / "resid.npy", np.ascontiguousarray(o.T))
         del o, inst
         if cfg.blend_mode == "gate":
             from audio_utils.filters import gate_weight
@@ -490,9 +491,9 @@ def keep_stems(song, track, cfg, kept):
                 vocals = reader.read(0, frames)
             finally:
                 reader.close()
-            np.save(kept / "gate.npy", gate_weight(
+            np.save(kept / "gate.npy", np.ascontiguousarray(gate_weight(
                 vocals, sr, cfg.vocal_gate_threshold_db, cfg.vocal_gate_attack_ms,
-                cfg.vocal_gate_release_ms, cfg.vocal_gate_hold_ms, w_active=0.0))
+                cfg.vocal_gate_release_ms, cfg.vocal_gate_hold_ms, w_active=0.0).T))
     peaks = m.get("peaks_before_gain") or {}
     loud = (m.get("loudness") or {}).get("original") or {}
     song.kept, song.sr, song.channels, song.frames = kept, sr, channels, frames
@@ -509,11 +510,15 @@ def reblend(song, vocal_db):
     """A new blend of a finished song with the vocal at ``vocal_db`` dB, from its kept stems
     (no separation, no alignment): ``B = I + w*D``, ``w = 10^(dB/20)`` (in gate mode the
     gated weight), with the gain the render would choose (one clip gain shared with the
-    other outputs, or peak normalisation, or the loudness match). Written next to the song's
-    outputs as ``<track>_blended_vocal<dB>dB.wav``; returns ``(path, seconds)``."""
-    from audio_utils.audio_io import BlockWriter
+    other outputs, or peak normalisation, or the loudness match), in the song's WAV format.
+    Written next to the song's outputs as ``<track>_blended_vocal<dB>dB.wav`` (under a
+    temporary name, renamed when complete); returns ``(path, seconds)``."""
+    import soundfile as sf
+
     from processors import vtrace_core as core
     from processors.render import PEAK_TARGET
+    from utils.atomic_files import new_temp
+    from utils.errors import OutputError
 
     t0 = time.perf_counter()
     if song.kept is None:
@@ -523,17 +528,19 @@ def reblend(song, vocal_db):
     if not (math.isfinite(db) and db <= 0):
         raise UsageError(f"vocal level {vocal_db!r} dB: use a number <= 0")
     w = np.float32(10 ** (db / 20))
-    inst = np.load(song.kept / "inst.npy", mmap_mode="r")
+    inst = np.load(song.kept / "inst.npy", mmap_mode="r")   # (frames, channels)
     resid = np.load(song.kept / "resid.npy", mmap_mode="r")
     gate = song.kept / "gate.npy"
     if gate.exists():
-        g0 = np.load(gate)
-        weight = 1 - (1 - w) * (1 - g0)
-        blend = np.multiply(resid, weight, dtype=np.float32)
+        g0 = np.load(gate)                                    # (frames, 1)
+        blend = np.multiply(resid, 1 - (1 - w) * (1 - g0), dtype=np.float32)
     else:
         blend = np.multiply(resid, w, dtype=np.float32)
     blend += inst
     peak = float(max(blend.max(initial=0.0), -blend.min(initial=0.0)))
+    if not math.isfinite(peak):
+        raise OutputError(f"{song.name}: the re-blend is not finite (NaN or inf); nothing "
+                          "was written")
     if song.normalize == "peak":
         gain = PEAK_TARGET / peak if peak > 0 else 1.0
     else:
@@ -542,21 +549,42 @@ def reblend(song, vocal_db):
         from audio_utils.loudness import LoudnessMeter, match_gain
 
         meter = LoudnessMeter(song.sr, song.channels)
-        meter.feed(blend)
+        meter.feed(np.ascontiguousarray(blend.T))
         gain = match_gain(song.original_lufs, meter.integrated_lufs(),
                           meter.true_peak_dbtp()).gain
-    if gain != 1.0:
-        blend *= np.float32(gain)
     path = song.out_dir / f"{song.name}_blended_vocal{db:+.1f}dB.wav"
-    writer = BlockWriter(path, song.sr, song.channels, song.wav_format, song.frames)
+    data, subtype = _wav_frames(blend, np.float32(gain), song.wav_format)
+    big = data.nbytes * (3 / 4 if subtype == "PCM_24" else 1) >= 2**32 - 2**20
+    tmp = new_temp(path, ".wav")
     try:
-        writer.write(blend)
-    except BaseException:
-        writer.discard()
-        raise
-    writer.commit()
+        sf.write(str(tmp), data, song.sr, subtype=subtype, format="RF64" if big else "WAV")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     song.vocal_db = db
     return path, time.perf_counter() - t0
+
+
+def _wav_frames(frames, gain, wav_format):
+    """``(frames, channels)`` float32 scaled by ``gain`` -> what soundfile writes, converted
+    in place as ``audio_utils.audio_io`` does (round to nearest, clip; 24-bit in the top
+    bits of int32)."""
+    if wav_format == "float32":
+        if gain != 1:
+            frames *= gain
+        return frames, "FLOAT"
+    bits, dtype, shift, subtype = {"pcm16": (16, np.int16, 0, "PCM_16"),
+                                   "pcm24": (24, np.int32, 8, "PCM_24")}[wav_format]
+    scale = np.float32(2 ** (bits - 1))
+    if gain != 1:
+        frames *= gain
+    frames *= scale
+    np.rint(frames, out=frames)
+    np.clip(frames, -scale, scale - 1, out=frames)
+    out = frames.astype(dtype)
+    if shift:
+        np.left_shift(out, shift, out=out)
+    return out, subtype
 
 
 # ---------------------------------------------------------------- results
