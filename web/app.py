@@ -69,7 +69,7 @@ def serve(cfg, host=None, port=None, share=False, upload_mb=None, session_minute
     demo.launch(server_name=host, server_port=port, share=bool(share), inbrowser=False,
                 prevent_thread_lock=True, quiet=True, show_error=True,
                 max_file_size=int(upload_mb * 1e6), allowed_paths=[],
-                blocked_paths=[str(ROOT), os.getcwd()], footer_links=["api"],
+                blocked_paths=_blocked(root), footer_links=["api"],
                 enable_monitoring=False, ssr_mode=False, mcp_server=False)
     demo.vtrace_store = store
     demo.vtrace_stop = stop
@@ -96,6 +96,18 @@ def serve(cfg, host=None, port=None, share=False, upload_mb=None, session_minute
 
         shutil.rmtree(root, ignore_errors=True)
     return 0
+
+
+def _blocked(root):
+    """The project folder and the working directory, unless the session root is inside one
+    (a service started in /): Gradio serves nothing from a blocked path."""
+    blocked = []
+    for folder in (ROOT, Path.cwd()):
+        try:
+            root.resolve().relative_to(folder.resolve())
+        except ValueError:
+            blocked.append(str(folder))
+    return blocked
 
 
 def _janitor(store, stop, every):
