@@ -320,8 +320,28 @@ def test_two_clients_never_see_each_others_songs(server):
 def test_uploads_over_the_limit_are_refused(server):
     big = server["tmp"] / "big.wav"
     write(big, np.zeros((2, SR * 15), np.float32))  # 10.6 MB, the limit is 5 MB
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="exceeds the maximum file size of 5000000 bytes"):
         _process(_client(server), [big])
+
+
+def test_every_interface_only_when_asked_and_with_a_warning(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("gradio")
+    from web.app import serve
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))  # restored afterwards
+    monkeypatch.setattr("tempfile.tempdir", None)
+    demo = serve(Config(), host="0.0.0.0", port=_free_port(), block=False)
+    try:
+        err = capsys.readouterr().err
+        assert "warning: --host 0.0.0.0 serves the page on every network interface" in err
+        assert getattr(demo, "share_url", None) is None  # no public link without --share
+    finally:
+        demo.vtrace_stop.set()
+        demo.close()
+        demo.vtrace_store.close()
+    with pytest.raises(UsageError, match="--port 70000"):
+        serve(Config(), port=70000, block=False)
 
 
 def _other_addresses():
