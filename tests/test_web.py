@@ -132,6 +132,9 @@ def test_sessions_are_apart_and_expire(tmp_path):
         b.song("run-001/x")
     assert store.sweep(now=time.time() + 30) == 0
     b.last_used -= 120
+    b.busy = 1  # a request still running
+    assert store.sweep() == 0
+    b.busy = 0
     assert store.sweep() == 1 and not b.folder.exists() and a.folder.exists()
     store.close()
     assert not (tmp_path / "root").exists()
@@ -303,9 +306,11 @@ def test_client_runs_a_song_with_premade_stems_beside_a_bad_file(server):
 
 def test_client_separates_with_demucs_unittest(server):
     out = _process(_client(server), [server["mix"]], demucs_model="demucs_unittest",
-                   plot=False)
+                   plot=False, eval=True)
     assert out[1]["data"][0][1] == "ok", out[1]
     assert Path(out[4]).is_file()
+    evaluation = out[10]["data"]
+    assert evaluation[0][0] == "mix" and evaluation[0][1] is not None  # the table, asked for
 
 
 def test_two_clients_never_see_each_others_songs(server):

@@ -204,7 +204,8 @@ def build(cfg, store, runner, upload_mb):
                 spectrogram = gr.Image(type="filepath", label="Spectrograms", interactive=False,
                                        elem_id="spectrogram")
                 evals = gr.Dataframe(headers=jobs.EVAL_HEADERS, label="Evaluation",
-                                     interactive=False, elem_id="evaluation")
+                                     interactive=False, elem_id="evaluation",
+                                     visible=bool(cfg.eval))
                 with gr.Row():
                     song_zip = gr.File(label="This song (zip)", interactive=False,
                                        elem_id="song_zip")
@@ -233,7 +234,8 @@ def build(cfg, store, runner, upload_mb):
             first = outcome.songs[0] if outcome.songs else None
             return (outcome.message, jobs.summary_rows(outcome),
                     gr.update(choices=ids, value=first.id if first else None),
-                    *_song_view(first), jobs.eval_rows(outcome.eval_rows),
+                    *_song_view(first),
+                    jobs.eval_rows(outcome.eval_rows),
                     str(outcome.run_zip) if outcome.run_zip else None)
 
         def show(song_id, request: gr.Request):
@@ -279,6 +281,8 @@ def build(cfg, store, runner, upload_mb):
         again.click(do_reblend, [song, new_db], [blend, message], api_name="reblend",
                     concurrency_limit=2).then(rezip, [song], [song_zip],
                                                api_visibility="private")
+        evaluate.change(lambda on: gr.update(visible=bool(on)), [evaluate], [evals],
+                        api_visibility="private")
         preset.input(apply_preset, [preset], [vocal_db, use_alpha, mode, voice_alpha, hpf],
                      api_visibility="private")
     return demo

@@ -153,6 +153,7 @@ class Session:
     last_used: float
     songs: dict = field(default_factory=dict)
     runs: int = 0
+    busy: int = 0  # requests running now: a busy session is never swept
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def new_run(self):
@@ -200,7 +201,8 @@ class Store:
         """Delete the sessions idle for longer than ``max_age_s``; returns how many."""
         now = time.time() if now is None else now
         with self._lock:
-            old = [k for k, s in self._sessions.items() if now - s.last_used > self.max_age_s]
+            old = [k for k, s in self._sessions.items()
+                   if now - s.last_used > self.max_age_s and not s.busy]
             gone = [self._sessions.pop(k) for k in old]
         for s in gone:
             shutil.rmtree(s.folder, ignore_errors=True)
@@ -346,8 +348,13 @@ class Runner:
         """Process uploaded ``files`` and ``links`` with the page's settings ``form``.
         ``report(fraction, text)`` is told the progress in seconds of audio. Raises
         UsageError (ConfigError) for settings that cannot be used; a bad song only fails."""
-        with self._lock:
-            return self._run(session, files, links, form, report or (lambda f, t: None))
+        session.busy += 1
+        try:
+            with self._lock:
+                return self._run(session, files, links, form, report or (lambda f, t: None))
+        finally:
+            session.busy -= 1
+            session.last_used = time.time()
 
     def _run(self, session, files, links, form, report):
         links = parse_links(links) if isinstance(links, str) else list(links or [])
