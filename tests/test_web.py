@@ -176,6 +176,17 @@ def test_a_run_uses_the_engine_and_a_bad_file_fails_alone(tmp_path):
     assert "mix/mix_blended.wav" in names and "vtrace_eval.csv" in names
 
 
+def test_a_bad_link_fails_alone_with_the_cli_reason(tmp_path):
+    mix, library = _library(tmp_path)
+    runner, store = _runner(tmp_path, library)
+    out = runner.run(store.get("s"), [str(mix)], "ftp://example.org/song\n",
+                     {"demucs_model": "test", "plot": False})
+    link, song = out.results
+    assert link.status == "failed" and link.reason.startswith("malformed link url=")
+    assert song.status == "ok" and out.message.startswith("1 of 2 song(s) done")
+    assert jobs.parse_links(" a\nb  c ") == ["a", "b", "c"]
+
+
 def test_stems_of_another_mix_are_not_reused(tmp_path):
     _, library = _library(tmp_path)
     vocals, inst = tone_mix(2.0, seed=5)
