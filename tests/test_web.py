@@ -252,7 +252,8 @@ def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("web")
     mix, library = _library(tmp)
     config = tmp / "config.yaml"
-    config.write_text(f"separated_dir: {library}\ndemucs_model: test\ndevice: cpu\n")
+    config.write_text(f"separated_dir: {library}\ndemucs_model: test\ndevice: cpu\n"
+                      f"log_dir: {tmp / 'logs'}\n")
     port = _free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp)}
     log = open(tmp / "server.log", "w")
@@ -289,6 +290,7 @@ def _process(client, files, **settings):
 def test_server_prints_its_url_and_warns_for_nothing(server):
     text = (server["tmp"] / "server.log").read_text()
     assert f"VTrace web page: http://127.0.0.1:{server['port']}/" in text
+    assert list((server["tmp"] / "logs").glob("vtrace_*.log"))  # the run log, as the CLI's
     assert "warning" not in text and "share" not in text.lower()
 
 
@@ -358,6 +360,17 @@ def test_every_interface_only_when_asked_and_with_a_warning(tmp_path, monkeypatc
         demo.vtrace_store.close()
     with pytest.raises(UsageError, match="--port 70000"):
         serve(Config(), port=70000, block=False)
+
+
+def test_a_port_in_use_is_a_one_line_error(server, tmp_path, monkeypatch):
+    from web.app import serve
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    with pytest.raises(UsageError, match=f"--port {server['port']}: cannot listen there"):
+        serve(Config(), port=server["port"], block=False)
+    assert not list(tmp_path.glob("vtrace-web-*/sessions"))
 
 
 def _other_addresses():

@@ -35,7 +35,7 @@ PRESET_HELP = ("guide-vocal: karaoke with a faint guide vocal (-24 dB); vocal-do
 
 
 def serve(cfg, host=None, port=None, share=False, upload_mb=None, session_minutes=None,
-          block=True, quiet=False):
+          block=True):
     """Serve the page; prints its URL. Returns the running Blocks when ``block`` is False
     (tests), else runs until Ctrl-C and returns 0. Session files are deleted on shutdown."""
     jobs.require_web()
@@ -66,11 +66,23 @@ def serve(cfg, host=None, port=None, share=False, upload_mb=None, session_minute
     _janitor(store, stop, min(60.0, minutes * 30))
     url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     demo.queue(default_concurrency_limit=2)
-    demo.launch(server_name=host, server_port=port, share=bool(share), inbrowser=False,
-                prevent_thread_lock=True, quiet=True, show_error=True,
-                max_file_size=int(upload_mb * 1e6), allowed_paths=[],
-                blocked_paths=_blocked(root), footer_links=["api"],
-                enable_monitoring=False, ssr_mode=False, mcp_server=False)
+    try:
+        demo.launch(server_name=host, server_port=port, share=bool(share), inbrowser=False,
+                    prevent_thread_lock=True, quiet=True, show_error=True,
+                    max_file_size=int(upload_mb * 1e6), allowed_paths=[],
+                    blocked_paths=_blocked(root), footer_links=["api"],
+                    enable_monitoring=False, ssr_mode=False, mcp_server=False)
+    except OSError as exc:
+        stop.set()
+        store.close()
+        raise UsageError(f"--host {host} --port {port}: cannot listen there ("
+                         f"{' '.join(str(exc).split())[:160]}); choose another --port") from None
+    from logger import setup_logging
+
+    log_path = setup_logging(cfg.log_level, cfg.quiet, cfg.log_dir, cfg.log_keep)
+    log.info("web page on %s:%d, sessions in %s (deleted after %g minutes idle), uploads up "
+             "to %g MB%s", host, port, root, minutes, upload_mb,
+             f", log {log_path}" if log_path else "")
     demo.vtrace_store = store
     demo.vtrace_stop = stop
     print(f"VTrace web page: http://{url_host}:{port}/", flush=True)
