@@ -8,7 +8,7 @@ picture on, evaluation off). Prints the first run's time (stems already separate
 the three outputs, the picture, the manifest, the kept stems and the zips; with ``--model``,
 separating first with that model instead), then the best and worst of ``--repeat`` re-blends
 at other vocal levels (``B = I + w*(O - I)`` from the kept stems, gain, one WAV written), and
-the ratio re-blend / first run.
+the ratio re-blend / first run. ``--page`` repeats it through the served page.
 """
 
 import argparse
@@ -59,6 +59,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=240.0)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--page", action="store_true",
+                        help="also through the served page: gradio_client against the app on "
+                             "a local port (upload, process, then re-blends: each includes "
+                             "Gradio's copy into its cache and the client's download)")
     parser.add_argument("--model", default=None,
                         help="separate with this Demucs model in the first run (default: "
                              "reuse pre-made stems)")
@@ -91,6 +95,40 @@ def main():
         print(f"ratio re-blend / first run: {best / first:.3f} (best), {worst / first:.3f} "
               "(worst)")
         store.close()
+        if args.page:
+            page(mix, library, model, args.repeat)
+
+
+def page(mix, library, model, repeat):
+    import socket
+
+    from gradio_client import Client, handle_file
+
+    from web.app import serve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = serve(Config(separated_dir=str(library), device="cpu"), port=port, block=False)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        t = time.perf_counter()
+        out = client.predict([handle_file(str(mix))], "", demucs_model=model,
+                             api_name="/process")
+        first = time.perf_counter() - t
+        song_id = out[1]["data"][0][5]
+        times = []
+        for i in range(repeat):
+            t = time.perf_counter()
+            client.predict(song_id, -6.0 - 3 * i, api_name="/reblend")
+            times.append(time.perf_counter() - t)
+        print(f"through the page (gradio_client, upload included in the first run): first run "
+              f"{first:.2f} s; re-blend best {min(times):.3f} s, worst {max(times):.3f} s; "
+              f"ratio {min(times) / first:.3f} (best), {max(times) / first:.3f} (worst)")
+    finally:
+        demo.vtrace_stop.set()
+        demo.close()
+        demo.vtrace_store.close()
 
 
 if __name__ == "__main__":
