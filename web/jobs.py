@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from config_loader import PRESETS, Config
+from config_loader import PRESETS
 from processors.engine import Engine
 from processors.track import TrackResult, read_manifest
 from utils.atomic_files import is_temp
@@ -49,7 +49,6 @@ DEFAULT_UPLOAD_MB = 200.0
 DEFAULT_SESSION_MINUTES = 60.0
 WEB_EXTRA_MESSAGE = '--web needs the web extra: pip install "vtrace[web]"'
 SLIDER_MIN_DB = -60.0
-_SONG_ID = re.compile(r"^run-\d{3,}/[^/\\]+$")
 
 
 def require_web():
@@ -666,10 +665,6 @@ def eval_rows(rows):
              v(r, "model_voice_stoi", 3) if r.get("model_voice_stoi") is not None
              else v(r, "model_voice_estoi", 3), v(r, "ref_voice_sdr", 1),
              v(r, "eval_seconds", 1)] for r in rows]
-
-
-def valid_song_id(song_id):
-    return bool(_SONG_ID.match(str(song_id or "")))
 
 
 ACCEPTED = sorted(AUDIO_EXTENSIONS)
