@@ -368,6 +368,21 @@ def build_parser():
     groups["separation"].add_argument(
         "--fetch-model", metavar="NAME",
         help="download model NAME's files into --model-repo DIR for offline runs, and exit")
+    web = p.add_argument_group("web page (needs the web extra)")
+    web.add_argument("--web", action="store_true", default=None,
+                     help="serve the web page (config.yaml gives its initial settings); prints "
+                          "its URL and runs until Ctrl-C")
+    web.add_argument("--host", metavar="ADDRESS",
+                     help="address the page listens on (default: 127.0.0.1, this machine only; "
+                          "0.0.0.0 serves every interface, with a warning)")
+    web.add_argument("--port", type=int, metavar="N", help="port of the page (default: 7860)")
+    web.add_argument("--share", action="store_true", default=None,
+                     help="also ask Gradio for a public share link (default: off)")
+    web.add_argument("--web-upload-mb", type=float, metavar="MB",
+                     help="largest upload accepted by the page, in MB (default: 200)")
+    web.add_argument("--web-session-minutes", type=float, metavar="MINUTES",
+                     help="a session's files are deleted after this long idle, and all of them "
+                          "on shutdown (default: 60)")
     for f in fields(Config):
         m = f.metadata
         if not m["cli"]:
@@ -410,13 +425,18 @@ def _metavar(name):
     return special.get(name, name.split("_")[-1].upper())
 
 
-ACTIONS = ("list_models", "fetch_model")  # options that do one thing and exit
+ACTIONS = ("list_models", "fetch_model", "web")  # options that do one thing and exit
+WEB_OPTIONS = ("host", "port", "share", "web_upload_mb", "web_session_minutes")  # --web only
 
 
 def requested_action(argv):
-    """``("list_models", True)``, ``("fetch_model", NAME)`` or None."""
+    """``("list_models", True)``, ``("fetch_model", NAME)``, ``("web", {option: value})``
+    (None for an option not typed) or None."""
     args = build_parser().parse_args(argv)
-    return next(((k, getattr(args, k)) for k in ACTIONS if getattr(args, k)), None)
+    found = next(((k, getattr(args, k)) for k in ACTIONS if getattr(args, k)), None)
+    if found and found[0] == "web":
+        return "web", {k: getattr(args, k) for k in WEB_OPTIONS}
+    return found
 
 
 def load_config(argv=None):
@@ -427,7 +447,10 @@ def load_config(argv=None):
     """
     args = build_parser().parse_args(argv)
     typed = {k: v for k, v in vars(args).items()
-             if v is not None and k not in ("config", "items") + ACTIONS}
+             if v is not None and k not in ("config", "items") + ACTIONS + WEB_OPTIONS}
+    stray = [k for k in WEB_OPTIONS if getattr(args, k) is not None]
+    if stray and not args.web:
+        raise UsageError(f"--{stray[0].replace('_', '-')} applies to the web page only: add --web")
     if args.fetch_model is not None:
         if not args.model_repo:
             raise UsageError(f"--fetch-model {args.fetch_model} needs --model-repo DIR: the "

@@ -73,7 +73,12 @@ def _on_sigterm():
 
 
 def _action(cfg, name, value):
-    """--list-models / --fetch-model: print what was asked and exit."""
+    """--list-models / --fetch-model: print what was asked and exit; --web: serve the page."""
+    if name == "web":
+        from web.app import serve
+
+        return serve(cfg, value["host"], value["port"], value["share"], value["web_upload_mb"],
+                     value["web_session_minutes"])
     from processors import models
     from utils.errors import SeparationError
 

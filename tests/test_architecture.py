@@ -15,7 +15,7 @@ from processors.vtrace_core import BLEND_MODES
 from tests.conftest import leftovers
 
 ROOT = Path(__file__).resolve().parents[1]
-ENTRY = {"main", "config_loader", "logger"}
+ENTRY = {"main", "config_loader", "logger", "web"}
 # A folder may import only the folders listed for it (and never the entry points).
 ALLOWED = {"utils": {"utils"}, "audio_utils": {"utils", "audio_utils"},
            "processors": {"utils", "audio_utils", "processors"}}

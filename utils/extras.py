@@ -19,7 +19,8 @@ EXTRAS = {
     "midi": {"librosa": "librosa", "pretty_midi": "pretty_midi"},
     "sota": {"audio-separator": "audio_separator"},
     "test": {"pytest": "pytest", "mir_eval": "mir_eval", "fast-bss-eval": "fast_bss_eval",
-             "mutagen": "mutagen"},
+             "mutagen": "mutagen", "gradio": "gradio", "gradio_client": "gradio_client",
+             "playwright": "playwright"},
 }
 
 _ROOT = Path(__file__).resolve().parent.parent
