@@ -81,6 +81,10 @@ def _run(cfg, typed, cfg_path, argv):
         raise UsageError(f"input={' '.join(cfg.input)}: no audio files found (looked for "
                          "wav, flac, mp3, ogg, opus, m4a, aac, aiff, webm"
                          f"{'' if cfg.recursive else '; add --recursive for sub-folders'})")
+    if cfg.ray:  # before any track and before the banner: the extra, the address's form
+        from processors.cluster import check_cluster_options
+
+        check_cluster_options(cfg)
     log_path = setup_logging(cfg.log_level, cfg.quiet, cfg.log_dir, cfg.log_keep)
     engine = Engine(cfg, command=["vtrace", *argv])
     engine.check(tracks, out_root, more=len(cfg.link))  # the last usage errors, if any
@@ -101,7 +105,23 @@ def _run(cfg, typed, cfg_path, argv):
         engine.check(tracks[local:], out_root)
     total = _total_seconds(tracks)
     log.info("%d track(s), %.0f s of audio -> %s", len(tracks), total, out_root)
-    results = link_results + run_batch(engine, tracks, out_root, total)
+    runner = run_batch
+    if cfg.ray:  # a pool of Ray actors instead of local worker processes; the same results
+        from processors.cluster import run_cluster as runner
+    dataset = None
+    if cfg.dataset_manifest:
+        from processors.dataset import DatasetManifest
+
+        dataset = DatasetManifest(cfg.dataset_manifest, engine, out_root)
+    try:
+        results = link_results + runner(engine, tracks, out_root, total,
+                                        on_done=dataset.append if dataset else None)
+    except BaseException:
+        if dataset is not None:
+            dataset.deduplicate()
+        raise
+    if dataset is not None:
+        dataset.rebuild(tracks, results)
     _finish(cfg, out_root, results)
     table = summary_table(results)
     print(table)
