@@ -67,6 +67,7 @@ def run_cluster(engine, tracks, out_root, total_seconds=0.0, on_done=None):
 
     cfg = engine.cfg
     started_here = _connect(ray, cfg.ray)
+    _route_raylet_messages(ray)
     progress = Progress(len(tracks), total_seconds, cfg.quiet)
     try:
         return _Cluster(ray, engine, tracks, out_root, progress, on_done).run()
@@ -96,6 +97,26 @@ def _connect(ray, address):
         raise UsageError(f"ray={address}: cannot connect to a Ray cluster ({first}); start one "
                          "with `ray start --head`, or use --ray local") from None
     return True
+
+
+def _route_raylet_messages(ray):
+    """Ray prints the raylet's error messages (a worker that died...) on the driver's stdout,
+    where the summary table goes: send them to the log file instead (the driver reports each
+    death itself, in one line). Ray's private hook; left alone when it is not there."""
+    worker = getattr(getattr(ray, "_private", None), "worker", None)
+    original = getattr(worker, "print_to_stdstream", None)
+    if original is None or getattr(original, "vtrace_routed", False):
+        return
+
+    def route(data, ignore_prefix):
+        if data.get("pid") == "raylet":
+            for line in data.get("lines", []):
+                log.debug("ray: %s", line)
+            return
+        original(data, ignore_prefix)
+
+    route.vtrace_routed = True
+    worker.print_to_stdstream = route
 
 
 def pool_size(cfg, resources, n_tracks):
@@ -233,6 +254,17 @@ class _Cluster:
         remove_stale_temps(self.engine.names(track, self.out_root).folder)
         remove_stale_temps(stems_folder(cfg.separated_dir, cfg.demucs_model, track.stems_name))
 
+    def _remove_empty(self, track):
+        """A failed track leaves no empty folder of its own (as Engine.process does)."""
+        root = Path(self.out_root)
+        folder = self.engine.names(track, root).folder
+        while folder != root and folder.is_relative_to(root):
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+            folder = folder.parent
+
     # ------------------------------------------------------------------ the loop
 
     def run(self):
@@ -275,6 +307,7 @@ class _Cluster:
                         result = TrackResult(
                             track.name, str(track.path), "failed",
                             f"the Ray actor processing it died twice ({reason})")
+                        self._remove_empty(track)
                     except ray.exceptions.RayError as exc:  # Engine.process never raises; Ray may
                         self._clean(track)
                         result = TrackResult(track.name, str(track.path), "failed",

@@ -19,7 +19,7 @@ EXTRAS = {
     "midi": {"librosa": "librosa", "pretty_midi": "pretty_midi"},
     "sota": {"audio-separator": "audio_separator"},
     "test": {"pytest": "pytest", "mir_eval": "mir_eval", "fast-bss-eval": "fast_bss_eval",
-             "mutagen": "mutagen"},
+             "mutagen": "mutagen", "ray": "ray", "pandas": "pandas"},
 }
 
 _ROOT = Path(__file__).resolve().parent.parent
