@@ -175,3 +175,20 @@ def test_joins_a_cluster_started_with_ray_start(tmp_path):
         head.wait(timeout=60)
     assert main(args(tmp_path, songs, sep, "-t", "1", out="one")) == 0
     same_outputs(tmp_path / "one", tmp_path / "ray", ["s0", "s1"])
+
+
+def test_ctrl_c_on_the_driver_stops_the_actors_and_leaves_nothing_half_written(tmp_path):
+    pytest.importorskip("ray")
+    songs, sep = make_songs(tmp_path, [f"s{i}.wav" for i in range(4)], seconds=30.0)
+    cmd = [sys.executable, str(ROOT / "main.py")] + args(
+        tmp_path, songs, sep, "--ray", "local", "--ray-workers", "2", "--block-seconds", "0.5")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not leftovers(tmp_path / "out"):
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert leftovers(tmp_path / "out") == []
+    assert b"Traceback" not in err
