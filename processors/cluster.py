@@ -121,17 +121,23 @@ def _route_raylet_messages(ray):
 
 def pool_size(cfg, resources, n_tracks):
     """How many actors: --ray-workers, else as many as the cluster's CPUs (and GPUs) hold;
-    never more than the tracks, never fewer than one."""
+    never more than the cluster holds (an actor that cannot be placed would hold its track
+    forever) nor than the tracks. ``resources``: the cluster's totals."""
     cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
     fit = int(cpus // cfg.ray_cpus_per_worker)
     if cfg.ray_gpus_per_worker > 0:
         fit = min(fit, int(gpus // cfg.ray_gpus_per_worker))
+    size = f"{cfg.ray_cpus_per_worker} CPU(s)" + (f" and {cfg.ray_gpus_per_worker:g} GPU(s)"
+                                                   if cfg.ray_gpus_per_worker else "")
+    if fit < 1:
+        raise UsageError(f"the Ray cluster ({cpus:g} CPU(s), {gpus:g} GPU(s)) has no room for "
+                         f"one actor of {size}: lower --ray-cpus-per-worker or "
+                         "--ray-gpus-per-worker, or add nodes")
     wanted = cfg.ray_workers if cfg.ray_workers is not None else fit
-    if cfg.ray_workers is not None and wanted > fit:
-        log.warning("--ray-workers %d: the cluster holds %d actor(s) of %d CPU(s)%s now; "
-                    "the others start when it has room", wanted, fit, cfg.ray_cpus_per_worker,
-                    f" and {cfg.ray_gpus_per_worker:g} GPU(s)" if cfg.ray_gpus_per_worker else "")
-    return max(1, min(wanted, n_tracks))
+    if wanted > fit:
+        log.warning("--ray-workers %d: the cluster holds %d actor(s) of %s; using %d", wanted,
+                    fit, size, fit)
+    return max(1, min(wanted, fit, n_tracks))
 
 
 def _exit_hook():
@@ -270,7 +276,7 @@ class _Cluster:
     def run(self):
         ray = self.ray
         self.channel = ray.remote(_Channel).options(num_cpus=0).remote()
-        n = pool_size(self.engine.cfg, ray.available_resources(), len(self.tracks))
+        n = pool_size(self.engine.cfg, ray.cluster_resources(), len(self.tracks))
         log.info("Ray: %d actor(s) of %d CPU(s)%s each, torch threads %d", n,
                  self.engine.cfg.ray_cpus_per_worker,
                  f" and {self.engine.cfg.ray_gpus_per_worker:g} GPU(s)"

@@ -192,3 +192,26 @@ def test_ctrl_c_on_the_driver_stops_the_actors_and_leaves_nothing_half_written(t
     assert proc.returncode == 130, err
     assert leftovers(tmp_path / "out") == []
     assert b"Traceback" not in err
+
+
+def test_pool_size_fits_the_cluster_and_the_tracks():
+    from config_loader import Config
+    from processors.cluster import pool_size
+    from utils.errors import UsageError
+
+    cluster = {"CPU": 16.0, "GPU": 2.0}
+    assert pool_size(Config(ray="auto"), cluster, 100) == 16
+    assert pool_size(Config(ray="auto"), cluster, 3) == 3
+    assert pool_size(Config(ray="auto", ray_cpus_per_worker=4), cluster, 100) == 4
+    assert pool_size(Config(ray="auto", ray_gpus_per_worker=0.5), cluster, 100) == 4
+    assert pool_size(Config(ray="auto", ray_workers=40), cluster, 100) == 16
+    with pytest.raises(UsageError, match="no room"):
+        pool_size(Config(ray="auto", ray_gpus_per_worker=1), {"CPU": 8.0}, 10)
+
+
+def test_ray_usage_errors_come_before_anything_runs(tmp_path, capsys):
+    songs, sep = make_songs(tmp_path, ["s.wav"])
+    assert main(args(tmp_path, songs, sep, "--ray", "nowhere")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vtrace: error:") and ("ray=" in err or "cluster extra" in err)
+    assert not (tmp_path / "logs").exists()
