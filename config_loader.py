@@ -173,7 +173,7 @@ class Config:
                    "RAY_ADDRESS) or ray://HOST:10001; inputs, outputs and stems on storage every "
                    "node sees", typ=str, nullable=True, shown="off: no Ray")
     ray_workers: int = opt("run", None, "run", "with --ray: Ray actors, each loading the model "
-                           "once; none: as many as the cluster's free CPUs/GPUs hold", lo=1,
+                           "once; none: as many as the cluster's CPUs/GPUs hold", lo=1,
                            hi=100000, typ=int, nullable=True)
     ray_cpus_per_worker: int = opt("run", 1, "run", "with --ray: CPUs each actor reserves; torch "
                                    "gets this many threads", lo=1, hi=1024)

@@ -84,6 +84,8 @@ def _connect(ray, address):
         return False
     kwargs = dict(address=address, include_dashboard=False, log_to_driver=False,
                   logging_level=logging.WARNING)
+    if address == "local":  # no metrics exporter to wait for (its retries end in an error line)
+        kwargs["_system_config"] = {"enable_metrics_collection": False}
     import warnings
 
     # Ray's tip about CUDA_VISIBLE_DEVICES for num_gpus=0: its current behaviour (CPU actors

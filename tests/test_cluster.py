@@ -28,6 +28,10 @@ KINDS = ("blended", "vocal_residual", "phase_cancel")
 @pytest.fixture(scope="module")
 def ray_local():
     ray = pytest.importorskip("ray")
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Tip: In future versions of Ray",
+                            category=FutureWarning)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              logging_level="WARNING")
     yield ray
