@@ -62,6 +62,10 @@ def run(root, songs, model, extra):
 
 
 def measure(root, songs, model, configs, rounds):
+    """Median time per configuration; each round's times are printed. One unmeasured warm-up
+    run of each first (imports, caches)."""
+    for _, extra in configs:
+        run(root, songs, model, extra)
     times = {name: [] for name, _ in configs}
     for r in range(rounds):
         order = configs[r % len(configs):] + configs[:r % len(configs)]
@@ -69,7 +73,11 @@ def measure(root, songs, model, configs, rounds):
             times[name].append(run(root, songs, model, extra))
         print(f"  round {r + 1}: " + ", ".join(f"{n} {times[n][-1]:.2f} s" for n, _ in configs),
               flush=True)
-    return {n: statistics.median(v) for n, v in times.items()}
+    return {n: statistics.median(v) for n, v in times.items()}, times
+
+
+def per_round(times, a, b):
+    return ", ".join(f"{x / y:.2f}" for x, y in zip(times[a], times[b]))
 
 
 def main():
@@ -90,21 +98,23 @@ def main():
         songs = make_tracks(root, args.seconds)
         ray1 = ["--ray", "local", "--ray-workers", "1"]
         print("stems given (no model): Ray's overhead against the local path")
-        m = measure(root, songs, "given", [("local -t 1", ["-t", "1"]), ("ray 1 actor", ray1)],
-                    args.rounds)
+        m, t = measure(root, songs, "given",
+                       [("local -t 1", ["-t", "1"]), ("ray 1 actor", ray1)], args.rounds)
         per_track = (m["ray 1 actor"] - m["local -t 1"]) / N_TRACKS
         print(f"  ray 1 actor / local -t 1 = {m['ray 1 actor'] / m['local -t 1']:.2f}; "
-              f"overhead {per_track * 1000:+.0f} ms per track (actor start included)")
+              f"overhead {per_track * 1000:+.0f} ms per track (actor start included); "
+              f"per round {per_round(t, 'ray 1 actor', 'local -t 1')}")
         print("demucs_unittest separation: 2 actors vs 1")
         cpus = str(max(1, (os.cpu_count() or 1)))
-        m = measure(root, songs, "demucs_unittest", [
+        m, t = measure(root, songs, "demucs_unittest", [
             ("local -t 1", ["-t", "1"]),
             ("ray 1 actor x 1 CPU", ray1),
             ("ray 1 actor x all CPUs", ray1 + ["--ray-cpus-per-worker", cpus]),
             ("ray 2 actors x 1 CPU", ["--ray", "local", "--ray-workers", "2"]),
         ], args.rounds)
         print(f"  2 actors / 1 actor (1 CPU each) = "
-              f"{m['ray 2 actors x 1 CPU'] / m['ray 1 actor x 1 CPU']:.2f}")
+              f"{m['ray 2 actors x 1 CPU'] / m['ray 1 actor x 1 CPU']:.2f}; per round "
+              f"{per_round(t, 'ray 2 actors x 1 CPU', 'ray 1 actor x 1 CPU')}")
         print(f"  2 actors x 1 CPU / 1 actor x all CPUs = "
               f"{m['ray 2 actors x 1 CPU'] / m['ray 1 actor x all CPUs']:.2f}")
         print(f"  ray 1 actor x all CPUs / local -t 1 = "
