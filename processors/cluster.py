@@ -183,10 +183,16 @@ class TrackWorker:
     sent, one at a time."""
 
     def __init__(self, cfg, threads, model_error, channel, report_separation, exit_hook,
-                 command):
+                 command, cwd):
         root = logging.getLogger()
         root.handlers[:] = [_ChannelHandler(channel)]
         root.setLevel(logging.DEBUG)
+        try:  # relative paths (inputs, -o, --separated-dir) mean what they mean on the driver
+            os.chdir(cwd)
+        except OSError as exc:
+            log.warning("the driver's folder %s is not on this node (%s): relative paths will "
+                        "not be found; use absolute paths on the shared filesystem", cwd,
+                        exc.strerror or exc)
         os.environ["OMP_NUM_THREADS"] = str(threads)  # for anything started after this
         self.channel = channel
         self.exit_hook = exit_hook
@@ -230,7 +236,8 @@ class _Cluster:
         ray = self.ray
         cls = ray.remote(TrackWorker).options(**self.options)
         actor = cls.remote(self.engine.cfg, self.threads, self.engine.model_error,
-                           self.channel, self.started == 0, self.hook, self.engine.command)
+                           self.channel, self.started == 0, self.hook, self.engine.command,
+                           os.getcwd())
         self.started += 1
         self.actors.append(actor)
         return actor

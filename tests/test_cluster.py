@@ -155,16 +155,20 @@ def test_joins_a_cluster_started_with_ray_start(tmp_path):
     port = _free_port()
     ray_cli = Path(sys.executable).with_name("ray")
     env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}", "RAY_USAGE_STATS_ENABLED": "0"}
+    head_dir = tmp_path / "head"  # the head and its workers start elsewhere than the driver
+    head_dir.mkdir()
     # --block: the head lives as long as this process, and stops with it (not `ray stop`,
     # which would stop every Ray on the machine)
     head = subprocess.Popen([str(ray_cli), "start", "--head", "--block", "--port", str(port),
                              "--node-ip-address", "127.0.0.1", "--num-cpus", "2",
                              "--include-dashboard", "false", "--disable-usage-stats"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+                            env=env, cwd=head_dir, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        cmd = [sys.executable, str(ROOT / "main.py")] + args(tmp_path, songs, sep, "--ray",
-                                                              "auto", out="ray")
+        # relative paths: the actors (started by the head, elsewhere) resolve them as here
+        cmd = [sys.executable, str(ROOT / "main.py"), "songs", "--demucs-model", "test",
+               "--separated-dir", "sep", "-o", "ray", "--log-dir", "logs", "--quiet", "--ray",
+               "auto"]
         deadline = time.time() + 120
         while True:  # the head takes a while to come up
             r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
