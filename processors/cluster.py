@@ -22,6 +22,7 @@ Ray is imported only here, inside the functions, so a run without ``--ray`` neve
 import logging
 import logging.handlers
 import os
+import re
 import time
 from collections import deque
 from pathlib import Path
@@ -363,8 +364,12 @@ class _Cluster:
 
 
 def _death(exc):
-    """A short reason from a RayActorError, not Ray's whole explanation."""
+    """A short reason from a RayActorError, not Ray's whole explanation. An actor that could
+    not start (vtrace not installed on that node, say) names the error it raised."""
     text = str(exc)
+    if "creation task" in text:
+        errors = re.findall(r"^\s*(\w+(?:Error|Exception): .+)$", text, re.MULTILINE)
+        return "it could not start: " + (errors[-1].strip()[:200] if errors else "see the log")
     if "OutOfMemory" in type(exc).__name__ or "out of memory" in text.lower():
         return "out of memory"
     if "node" in text.lower() and "died" in text.lower():

@@ -223,3 +223,14 @@ def test_ray_usage_errors_come_before_anything_runs(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("vtrace: error:") and ("ray=" in err or "cluster extra" in err)
     assert not (tmp_path / "logs").exists()
+
+
+def test_an_actor_that_cannot_start_is_named_by_its_error():
+    from processors.cluster import _death
+
+    text = ("The actor died because of an error raised in its creation task, ray::TrackWorker"
+            "\nTraceback (most recent call last):\n  File x\n"
+            "ModuleNotFoundError: No module named 'processors'")
+    assert _death(RuntimeError(text)) == ("it could not start: ModuleNotFoundError: No module "
+                                          "named 'processors'")
+    assert _death(RuntimeError("worker exit")) == "its process exited unexpectedly"
