@@ -176,6 +176,22 @@ class Config:
     quiet: bool = opt("run", False, "run", "only warnings and errors on the console, no progress bars")
     block_seconds: float = opt("run", 2.0, "run", "post-processing block length (memory vs speed)",
                                lo=0.5, hi=600)
+    # cluster (README: On a Ray cluster)
+    ray: str = opt("run", None, "run", "run the batch on a Ray cluster: local (a Ray instance "
+                   "started by this run), auto (the cluster started with `ray start` here, or "
+                   "RAY_ADDRESS) or ray://HOST:10001; inputs, outputs and stems on storage every "
+                   "node sees", typ=str, nullable=True, shown="off: no Ray")
+    ray_workers: int = opt("run", None, "run", "with --ray: Ray actors, each loading the model "
+                           "once; none: as many as the cluster's CPUs/GPUs hold", lo=1,
+                           hi=100000, typ=int, nullable=True)
+    ray_cpus_per_worker: int = opt("run", 1, "run", "with --ray: CPUs each actor reserves; torch "
+                                   "gets this many threads", lo=1, hi=1024)
+    ray_gpus_per_worker: float = opt("run", 0.0, "run", "with --ray: GPUs each actor reserves "
+                                     "(0: CPU actors; 0.5: two actors share a GPU)", lo=0, hi=64)
+    dataset_manifest: str = opt("run", None, "run", "also write one JSON line per finished track "
+                                "(input, outputs, duration, sample rate, offset, polarity, gain, "
+                                "metrics) to this .jsonl file, for training pipelines", typ=str,
+                                nullable=True)
 
     def validate(self, source="command line"):
         """Check every value; raise ConfigError naming the key, the value and what is allowed."""
@@ -421,7 +437,9 @@ def _metavar(name):
     special = {"blend_alpha": "A", "voice_alpha": "A", "thread": "N", "shifts": "N",
                "filter_order": "N", "gamma": "G", "overlap": "FRACTION", "output": "DIR",
                "reference": "DIR", "max_duration": "SECONDS", "segment": "SECONDS",
-               "residual_hpf": "HZ", "residual_lpf": "HZ", "mp3_bitrate": "KBPS"}
+               "residual_hpf": "HZ", "residual_lpf": "HZ", "mp3_bitrate": "KBPS",
+               "ray": "ADDRESS", "ray_workers": "N", "ray_cpus_per_worker": "C",
+               "ray_gpus_per_worker": "G", "dataset_manifest": "PATH.jsonl"}
     return special.get(name, name.split("_")[-1].upper())
 
 

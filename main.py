@@ -96,7 +96,6 @@ def _action(cfg, name, value):
 
 def _run(cfg, typed, cfg_path, argv):
     from logger import setup_logging
-    from processors.batch import run_batch
     from processors.engine import Engine, output_root
     from processors.progress import summary_table
     from utils.atomic_files import output_lock
@@ -114,6 +113,10 @@ def _run(cfg, typed, cfg_path, argv):
         raise UsageError(f"input={' '.join(cfg.input)}: no audio files found (looked for "
                          "wav, flac, mp3, ogg, opus, m4a, aac, aiff, webm"
                          f"{'' if cfg.recursive else '; add --recursive for sub-folders'})")
+    if cfg.ray:  # before any track and before the banner: the extra, the address's form
+        from processors.cluster import check_cluster_options
+
+        check_cluster_options(cfg)
     created = _make_output_folder(out_root)  # -o naming a file: a usage error, here
     try:
         with output_lock(out_root):  # a second run on the same folder stops here
@@ -137,7 +140,7 @@ def _run(cfg, typed, cfg_path, argv):
                 engine.check(tracks[local:], out_root)
             total = _total_seconds(tracks)
             log.info("%d track(s), %.0f s of audio -> %s", len(tracks), total, out_root)
-            results = link_results + run_batch(engine, tracks, out_root, total)
+            results = link_results + _run_tracks(cfg, engine, tracks, out_root, total)
             _finish(cfg, out_root, results)
     finally:
         if created:
@@ -149,6 +152,31 @@ def _run(cfg, typed, cfg_path, argv):
     _print(table)
     log.debug("summary:\n%s", table)
     return 1 if any(r.status == "failed" for r in results) else 0
+
+
+def _run_tracks(cfg, engine, tracks, out_root, total):
+    """The tracks through local worker processes, or a pool of Ray actors with --ray (the
+    same results); the dataset manifest written as they finish."""
+    from processors.batch import run_batch
+
+    runner = run_batch
+    if cfg.ray:
+        from processors.cluster import run_cluster as runner
+    dataset = None
+    if cfg.dataset_manifest:
+        from processors.dataset import DatasetManifest
+
+        dataset = DatasetManifest(cfg.dataset_manifest, engine, out_root)
+    try:
+        results = runner(engine, tracks, out_root, total,
+                         on_done=dataset.append if dataset else None)
+    except BaseException:
+        if dataset is not None:
+            dataset.deduplicate()
+        raise
+    if dataset is not None:
+        dataset.rebuild(tracks, results)
+    return results
 
 
 def _print(text):

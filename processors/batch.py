@@ -38,22 +38,23 @@ _STOP_GRACE_SECONDS = 10.0  # how long a stopped worker has to clean up before S
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def run_batch(engine, tracks, out_root, total_seconds=0.0):
-    """Process every TrackInput with ``engine``; returns their TrackResults in input order."""
+def run_batch(engine, tracks, out_root, total_seconds=0.0, on_done=None):
+    """Process every TrackInput with ``engine``; returns their TrackResults in input order.
+    ``on_done(track, result)`` is called in this process as each track ends."""
     cfg = engine.cfg
     progress = Progress(len(tracks), total_seconds, cfg.quiet)
     engine.separation_progress = progress.separation
     try:
-        return _Batch(engine, tracks, out_root, progress).run()
+        return _Batch(engine, tracks, out_root, progress, on_done).run()
     finally:
         engine.separation_progress = None
         progress.close()
 
 
 class _Batch:
-    def __init__(self, engine, tracks, out_root, progress):
+    def __init__(self, engine, tracks, out_root, progress, on_done=None):
         self.engine, self.tracks, self.out_root = engine, tracks, out_root
-        self.progress = progress
+        self.progress, self.on_done = progress, on_done
         self.pending = deque(enumerate(tracks))
         self.results = {}
         self.lock = threading.Condition()
@@ -67,6 +68,9 @@ class _Batch:
             self.results[i] = result
             self.lock.notify_all()
         self.progress.track_done(result, counted)
+        if self.on_done is not None:
+            with self.lock:  # one writer at a time (the dispatcher thread records too)
+                self.on_done(self.tracks[i], result)
 
     def run(self):
         helpers = min(self.engine.cfg.thread, len(self.tracks)) - 1
