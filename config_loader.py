@@ -293,19 +293,43 @@ def default_config_path():
     return local if local.is_file() else Path(__file__).with_name("config.yaml")
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few KiB; refuse anything near this unread
+
+
 def load_yaml(path):
-    """Read ``path`` into a dict of known keys; ConfigError for unknown keys or bad YAML."""
+    """Read ``path`` into a dict of known keys; ConfigError (one line) for unknown keys, bad
+    YAML, a file over MAX_CONFIG_BYTES, binary or undecodable bytes, or any YAML alias.
+
+    Text may be UTF-8 (with or without BOM) or UTF-16 with BOM (what Windows editors save).
+    Aliases (``*name``) are refused before anything is constructed: a config never needs them
+    and nested ones ("billion laughs") would take minutes and gigabytes to expand.
+    """
     import yaml
 
     path = Path(path)
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"),
-                         Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"config={path}: file not found; pass an existing file with "
                           "--config or create config.yaml") from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"config={path}: cannot be read as YAML ({str(exc).splitlines()[0]})") \
+    except OSError as exc:
+        raise ConfigError(f"config={path}: cannot be read ({exc.strerror or exc})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config={path}: too large (over {MAX_CONFIG_BYTES} bytes); a "
+                          "config.yaml is a few KiB of key: value lines")
+    text = _decode_config(path, raw)
+    try:
+        loader = _no_alias_loader()(text)
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except _AliasRefused as exc:
+        raise ConfigError(f"config={path}: YAML aliases are not allowed ({exc}); write each "
+                          "value out") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config={path}: cannot be read as YAML ({_first_line(exc)})") \
             from None
     if data is None:
         return {}
@@ -320,6 +344,50 @@ def load_yaml(path):
             raise ConfigError(f"{path}: unknown key {key!r}{hint}; allowed keys are listed in "
                               "the README and the shipped config.yaml")
     return data
+
+
+def _decode_config(path, raw):
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        encoding = "utf-16"  # the BOM says which byte order
+    elif b"\x00" in raw:
+        raise ConfigError(f"config={path}: binary file (NUL bytes), not YAML text; pass "
+                          "a config.yaml saved as UTF-8 text")
+    else:
+        encoding = "utf-8-sig"
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        kind = "binary file" if sum(b < 9 or 13 < b < 32 for b in raw[:4096]) > 8 else \
+            f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+        raise ConfigError(f"config={path}: {kind}; save the config as UTF-8 text") from None
+    if any(c in text for c in "\x00\x01\x02\x03\x04\x05\x06\x07\x08\x0e\x0f\x7f"):
+        raise ConfigError(f"config={path}: binary file (control bytes), not YAML text; pass "
+                          "a config.yaml saved as UTF-8 text")
+    return text
+
+
+def _first_line(exc):
+    lines = str(exc).strip().splitlines()
+    return " ".join(lines[0].split()) if lines else type(exc).__name__
+
+
+class _AliasRefused(Exception):
+    pass
+
+
+def _no_alias_loader():
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        """SafeLoader that refuses alias events while composing, before any expansion."""
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.events.AliasEvent):
+                event = self.peek_event()
+                raise _AliasRefused(f"*{event.anchor} on line {event.start_mark.line + 1}")
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
 
 
 # ---------------------------------------------------------------- command line

@@ -14,20 +14,31 @@ An MP3 with no such header (lameenc writes none) decodes 1105 samples late in al
 (576 encoder delay + 529 decoder delay) and longer by the padding; that offset is constant, so
 the alignment step removes it, but VTrace's own MP3s never carry it.
 Other codecs through ffmpeg: m4a (AAC in MP4: edit list), opus and webm (Opus pre-skip)
-decode at lag 0; raw ADTS ``.aac`` has nowhere to store the priming and decodes 1024 samples
+decode at lag 0 and the source's length; raw ADTS ``.aac`` has nowhere to store the priming and decodes 1024 samples
 late with ffmpeg's encoder (Apple documents 2112 for its own), a constant offset. Opus decodes at
 48 kHz, whatever rate the encoder was fed.
+
+MP4/m4a is trimmed by VTrace, not by ffmpeg: ffmpeg versions disagree on the edit list (Debian
+12's ffmpeg 5.1 drops the priming but keeps the padding of the last AAC frame, 879 samples
+longer than imageio-ffmpeg's 9.x for a 44177-sample source; 5.1's muxer also rounds the edit
+to the movie's 1/1000 s, 33 samples short when read by 9.x). So the edit list is switched off
+(``-ignore_editlist 1``: every version then returns every decoded sample from the stream's
+first) and :func:`mp4_trim` reads priming and length from the container itself: the
+``iTunSMPB`` tag when present, else the edit list (``elst`` media_time = priming, its duration
+= length, unless it is only the movie-timescale rounding of the media's own duration), else
+the media duration (``mdhd``). Same length and lag 0 with any ffmpeg.
 """
 
 import logging
 import os
 import re
+import struct
 import subprocess
 from pathlib import Path
 
 import soundfile as sf
 
-from utils.atomic_files import atomic_path
+from utils.atomic_files import atomic_path, new_temp
 from utils.errors import InputError, OutputError
 from utils.ffmpeg import ffmpeg_exe
 from utils.inputs import SOUNDFILE_EXTENSIONS
@@ -73,9 +84,21 @@ def decode_to_wav(src: Path, dst: Path) -> None:
     """
     src = Path(src).absolute()
     _check_readable(src)
+    trim = mp4_trim(src)
     args = ["-i", _url(src), "-map", "0:a:0", "-c:a", "pcm_f32le", "-rf64", "auto", "-f", "wav"]
+    if trim:
+        args = ["-ignore_editlist", "1", *args]  # mov demuxer option: only for MP4 inputs
     with atomic_path(Path(dst).absolute()) as tmp:
-        stderr, rc = _run_ffmpeg(args, tmp)
+        if trim:
+            scratch = new_temp(tmp, ".wav")
+            try:
+                stderr, rc = _run_ffmpeg(args, scratch)
+                if rc == 0:
+                    _copy_trimmed(scratch, tmp, *trim)
+            finally:
+                scratch.unlink(missing_ok=True)
+        else:
+            stderr, rc = _run_ffmpeg(args, tmp)
         if rc != 0:
             raise InputError(f"cannot decode input={str(src)!r}: {_failure_reason(stderr)}; "
                              "expected an audio file ffmpeg reads (m4a, aac, opus, webm, ...): "
@@ -138,6 +161,172 @@ def encode_mp3(wav_path: Path, mp3_path: Path, bitrate_kbps: int = 320,
                                   "ffmpeg has libmp3lame (imageio-ffmpeg's has)")
     except InputError as exc:  # ffmpeg missing: for an output that is an output failure
         raise OutputError(str(exc)) from exc
+
+
+def mp4_trim(path: Path):
+    """``(start, length, timescale)`` of the first audio track of an MP4/m4a/mov file, read
+    from its own metadata (see the module docstring), or None for other files or when the
+    metadata is missing or unusable (then ffmpeg decodes as it does by itself).
+
+    ``start`` (the encoder priming) and ``length`` are in units of ``timescale`` (the media
+    timescale, normally the sample rate).
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[4:8] not in (b"ftyp", b"moov", b"wide", b"free",
+                                                   b"mdat"):
+                return None
+            moov = _find_top_atom(f, b"moov")
+    except OSError:
+        return None
+    if moov is None:
+        return None
+    try:
+        return _trim_from_moov(moov)
+    except (struct.error, ValueError, IndexError):
+        return None
+
+
+_MAX_MOOV_BYTES = 256 << 20
+
+
+def _find_top_atom(f, want):
+    f.seek(0, os.SEEK_END)
+    end = f.tell()
+    off = 0
+    while off + 8 <= end:
+        f.seek(off)
+        size, typ = struct.unpack(">I4s", f.read(8))
+        hdr = 8
+        if size == 1:
+            size, hdr = struct.unpack(">Q", f.read(8))[0], 16
+        elif size == 0:
+            size = end - off
+        if size < hdr:
+            return None
+        if typ == want:
+            if size - hdr > _MAX_MOOV_BYTES or off + size > end:
+                return None
+            return f.read(size - hdr)
+        off += size
+    return None
+
+
+def _atoms(buf, start=0, end=None):
+    """``(type, body)`` of each atom in ``buf[start:end]``."""
+    end = len(buf) if end is None else end
+    off = start
+    while off + 8 <= end:
+        size, typ = struct.unpack_from(">I4s", buf, off)
+        hdr = 8
+        if size == 1:
+            size, hdr = struct.unpack_from(">Q", buf, off + 8)[0], 16
+        elif size == 0:
+            size = end - off
+        if size < hdr or off + size > end:
+            return
+        yield typ, buf[off + hdr:off + size]
+        off += size
+
+
+def _child(buf, *path):
+    for name in path:
+        buf = next((body for typ, body in _atoms(buf) if typ == name), None)
+        if buf is None:
+            return None
+    return buf
+
+
+def _trim_from_moov(moov):
+    mvhd = _child(moov, b"mvhd")
+    movie_ts = struct.unpack_from(">I", mvhd, 20 if mvhd[0] == 1 else 12)[0] if mvhd else 0
+    for typ, trak in _atoms(moov):
+        if typ != b"trak":
+            continue
+        hdlr = _child(trak, b"mdia", b"hdlr")
+        if not hdlr or hdlr[8:12] != b"soun":
+            continue
+        mdhd = _child(trak, b"mdia", b"mdhd")
+        if mdhd[0] == 1:
+            ts, media_dur = struct.unpack_from(">IQ", mdhd, 20)
+        else:
+            ts, media_dur = struct.unpack_from(">II", mdhd, 12)
+        stts = _child(trak, b"mdia", b"minf", b"stbl", b"stts")
+        if stts:
+            n = struct.unpack_from(">I", stts, 4)[0]
+            total = sum(c * d for c, d in (struct.unpack_from(">II", stts, 8 + 8 * i)
+                                            for i in range(n)))
+            media_dur = total or media_dur
+        if not ts or not media_dur:
+            return None
+        smpb = _itunsmpb(moov)
+        if smpb:
+            priming, _padding, count = smpb
+            if count and priming + count <= media_dur:
+                return priming, count, ts
+        start, length = 0, media_dur
+        elst = _child(trak, b"edts", b"elst")
+        if elst:
+            edits = []
+            n = struct.unpack_from(">I", elst, 4)[0]
+            for i in range(n):
+                if elst[0] == 1:
+                    dur, media_time = struct.unpack_from(">Qq", elst, 8 + 20 * i)
+                else:
+                    dur, media_time = struct.unpack_from(">Ii", elst, 8 + 12 * i)
+                edits.append((dur, media_time))
+            edits = [e for e in edits if e[1] != -1 or e[0] != 0]
+            if len(edits) != 1 or edits[0][1] < 0:
+                return None  # empty or several edits: leave them to ffmpeg
+            dur, start = edits[0]
+            if start >= media_dur:
+                return None
+            length = media_dur - start
+            if dur and movie_ts:
+                edit_len = dur * ts / movie_ts
+                if abs(edit_len - length) > ts / movie_ts + 1:  # not just rounding: a real cut
+                    length = min(length, round(edit_len))
+        return start, length, ts
+    return None
+
+
+def _itunsmpb(moov):
+    """(priming, padding, sample count) from an iTunes ``iTunSMPB`` tag, or None."""
+    meta = _child(moov, b"udta", b"meta")
+    if meta is None:
+        return None
+    ilst = _child(meta[4:], b"ilst") or _child(meta, b"ilst")  # MP4 full box or QuickTime
+    for typ, item in _atoms(ilst or b""):
+        if typ != b"----":
+            continue
+        parts = dict(_atoms(item))
+        if parts.get(b"name", b"")[4:] != b"iTunSMPB" or b"data" not in parts:
+            continue
+        fields_ = parts[b"data"][8:].decode("ascii", "replace").split()
+        try:
+            return int(fields_[1], 16), int(fields_[2], 16), int(fields_[3], 16)
+        except (IndexError, ValueError):
+            return None
+    return None
+
+
+def _copy_trimmed(src: Path, dst: Path, start: int, length: int, timescale: int) -> None:
+    """Copy ``[start, start+length)`` (in ``timescale`` units) of the WAV ``src`` to ``dst``."""
+    with sf.SoundFile(str(src)) as f:
+        ratio = f.samplerate / timescale  # HE-AAC decodes at twice its media timescale
+        first = min(round(start * ratio), f.frames)
+        stop = min(first + round(length * ratio), f.frames)
+        fmt = "RF64" if (stop - first) * f.channels * 4 > 0xFFFF0000 else "WAV"
+        f.seek(first)
+        with sf.SoundFile(str(dst), "w", f.samplerate, f.channels, "FLOAT", format=fmt) as out:
+            left = stop - first
+            while left > 0:
+                block = f.read(min(left, 1 << 18), dtype="float32", always_2d=True)
+                if not len(block):
+                    break
+                out.write(block)
+                left -= len(block)
 
 
 def _check_readable(src: Path) -> None:

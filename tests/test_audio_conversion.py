@@ -1,5 +1,6 @@
 """ffmpeg decoding and gapless MP3 export, on signals synthesized in tmp_path."""
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,6 +18,30 @@ from tests.conftest import leftovers
 MP3_320_MIN_SNR_DB = 40.0   # measured 58 dB: a shift of one sample would drop it below 10 dB
 LOSSY_MIN_SNR_DB = 20.0     # ffmpeg's native AAC measured 27.7 dB, libopus 192k 40 dB
 ADTS_AAC_PRIMING = 1024     # raw .aac cannot store ffmpeg's AAC encoder delay
+
+
+def _ffmpegs():
+    """Every ffmpeg on this machine: the bundled one, and the system one when on PATH (CI
+    installs Debian's with apt, so both are exercised there)."""
+    import imageio_ffmpeg
+    found = {"bundled": imageio_ffmpeg.get_ffmpeg_exe()}
+    system = shutil.which("ffmpeg")
+    if system:
+        found["system"] = system
+    return found
+
+
+FFMPEGS = _ffmpegs()
+
+
+@pytest.fixture(params=sorted(FFMPEGS))
+def decoder(request, monkeypatch):
+    """Run the test with each available ffmpeg as the one utils.ffmpeg.ffmpeg_exe picks."""
+    exe = FFMPEGS[request.param]
+    monkeypatch.setattr(ffmpeg_lookup.shutil, "which",
+                        lambda name: exe if request.param == "system" else None)
+    assert ffmpeg_lookup.ffmpeg_exe() == exe
+    return request.param
 
 
 def harmonic(sr, seconds=1.0, channels=2):
@@ -40,8 +65,9 @@ def read(path):
     return y.T, sr
 
 
-def ffmpeg(*args):
-    subprocess.run([ffmpeg_lookup.ffmpeg_exe(), "-v", "error", "-nostdin", "-y", *args], check=True)
+def ffmpeg(*args, exe=None):
+    subprocess.run([exe or ffmpeg_lookup.ffmpeg_exe(), "-v", "error", "-nostdin", "-y", *args],
+                   check=True)
 
 
 def lag(ref, y):
@@ -103,16 +129,19 @@ def test_needs_ffmpeg_mp3_follows_libsndfile(monkeypatch):
 
 # ---- decoding -------------------------------------------------------------------------
 
+@pytest.mark.parametrize("encoder", sorted(FFMPEGS))
 @pytest.mark.parametrize("ext, codec, sr, delay", [
     ("m4a", ["-c:a", "aac", "-b:a", "256k"], 44100, 0),          # MP4 edit list
     ("aac", ["-c:a", "aac", "-b:a", "256k"], 44100, ADTS_AAC_PRIMING),
     ("opus", ["-c:a", "libopus", "-b:a", "192k"], 48000, 0),     # Ogg pre-skip
     ("webm", ["-c:a", "libopus", "-b:a", "192k"], 48000, 0),     # Matroska CodecDelay
 ])
-def test_decode_lossy_lines_up(tmp_path, ext, codec, sr, delay):
+def test_decode_lossy_lines_up(tmp_path, ext, codec, sr, delay, encoder, decoder):
+    """Whichever ffmpeg made the file and whichever decodes it: same length, lag 0."""
     x = harmonic(sr)
     src = tmp_path / f"in.{ext}"
-    ffmpeg("-i", str(write_wav(tmp_path / "ref.wav", x, sr)), *codec, str(src))
+    ffmpeg("-i", str(write_wav(tmp_path / "ref.wav", x, sr)), *codec, str(src),
+           exe=FFMPEGS[encoder])
     ac.decode_to_wav(src, tmp_path / "out.wav")
     y, sr_out = read(tmp_path / "out.wav")
     assert sr_out == sr and y.shape[0] == 2
@@ -124,7 +153,7 @@ def test_decode_lossy_lines_up(tmp_path, ext, codec, sr, delay):
 
 
 @pytest.mark.parametrize("channels, sr", [(1, 22050), (3, 96000)])
-def test_decode_keeps_rate_and_channels_exactly(tmp_path, channels, sr):
+def test_decode_keeps_rate_and_channels_exactly(tmp_path, channels, sr, decoder):
     x = harmonic(sr, seconds=0.3, channels=channels)
     q = np.round(x * 32767) / 32767  # FLAC 16-bit keeps these values within rounding
     src = tmp_path / "lossless.mka"
@@ -136,7 +165,7 @@ def test_decode_keeps_rate_and_channels_exactly(tmp_path, channels, sr):
     assert np.max(np.abs(y - q)) < 1.0 / 32767
 
 
-def test_decode_never_clips(tmp_path):
+def test_decode_never_clips(tmp_path, decoder):
     x = harmonic(44100, seconds=0.2) * 6.0  # peaks above 1.0
     src = write_wav(tmp_path / "loud.wav", x.astype(np.float32), 44100)
     ac.decode_to_wav(src, tmp_path / "out.wav")
@@ -198,7 +227,7 @@ def _bad_input(kind, tmp_path):
     ("no audio stream", "no audio stream"), ("no samples", "no audio samples"),
     ("dangling link", "dangling link"),
     ("folder", "not a regular file")])
-def test_bad_input_fails_with_one_line(tmp_path, kind, reason):
+def test_bad_input_fails_with_one_line(tmp_path, kind, reason, decoder):
     src = _bad_input(kind, tmp_path)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
@@ -215,7 +244,7 @@ def test_bad_input_fails_with_one_line(tmp_path, kind, reason):
 @pytest.mark.parametrize("name", [
     "with space.m4a", "ünïcödé 歌.m4a", "it's \"quoted\".m4a", "$(touch pwned).m4a",
     "-leading dash.m4a", "-i.m4a", "100%d;rm x.m4a"])
-def test_odd_names(tmp_path, monkeypatch, name):
+def test_odd_names(tmp_path, monkeypatch, name, decoder):
     monkeypatch.chdir(tmp_path)  # a relative path is what would start with '-'
     good = _good_m4a(tmp_path)
     odd = tmp_path / name
@@ -231,7 +260,7 @@ def test_odd_names(tmp_path, monkeypatch, name):
 # ---- MP3 export -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("reader", ["soundfile", "ffmpeg"])
-def test_mp3_round_trip_is_sample_aligned(tmp_path, ref44, reader):
+def test_mp3_round_trip_is_sample_aligned(tmp_path, ref44, reader, decoder):
     wav, x = ref44
     mp3 = tmp_path / "out.mp3"
     ac.encode_mp3(wav, mp3, 320)
@@ -294,3 +323,38 @@ def test_mp3_from_missing_wav(tmp_path):
     with pytest.raises(OutputError, match="wav="):
         ac.encode_mp3(tmp_path / "missing.wav", tmp_path / "x.mp3")
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("encoder", sorted(FFMPEGS))
+def test_mp4_trim_reads_priming_and_length_from_the_container(tmp_path, encoder):
+    x = harmonic(44100)
+    src = tmp_path / "in.m4a"
+    ffmpeg("-i", str(write_wav(tmp_path / "ref.wav", x, 44100)), "-c:a", "aac", str(src),
+           exe=FFMPEGS[encoder])
+    assert ac.mp4_trim(src) == (1024, x.shape[1], 44100)  # elst media_time = AAC priming
+    assert ac.mp4_trim(tmp_path / "ref.wav") is None
+
+
+def test_mp4_trim_prefers_itunsmpb(tmp_path):
+    """An iTunes gapless tag (priming 2112, padding, sample count) wins over the edit list."""
+    import struct
+
+    def atom(typ, body):
+        return struct.pack(">I4s", 8 + len(body), typ) + body
+    x = harmonic(44100)
+    src = tmp_path / "in.m4a"
+    ffmpeg("-i", str(write_wav(tmp_path / "ref.wav", x, 44100)), "-c:a", "aac", str(src))
+    data = src.read_bytes()
+    smpb = b" 00000000 00000840 00000100 0000000000001000 00000000"
+    item = atom(b"----", atom(b"mean", b"\0\0\0\0com.apple.iTunes")
+                + atom(b"name", b"\0\0\0\0iTunSMPB") + atom(b"data", b"\0\0\0\1\0\0\0\0" + smpb))
+    udta = atom(b"udta", atom(b"meta", b"\0\0\0\0" + atom(b"ilst", item)))
+    i = data.index(b"moov") - 4
+    size = struct.unpack(">I", data[i:i + 4])[0]
+    moov = data[i + 8:i + size]
+    j = moov.find(b"udta") - 4  # drop ffmpeg's own udta, append ours
+    if j >= 0:
+        moov = moov[:j] + moov[j + struct.unpack(">I", moov[j:j + 4])[0]:]
+    patched = data[:i] + atom(b"moov", moov + udta) + data[i + size:]
+    src.write_bytes(patched)
+    assert ac.mp4_trim(src) == (0x840, 0x1000, 44100)

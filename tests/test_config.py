@@ -101,3 +101,53 @@ def test_typed_alpha_wins_over_a_vocal_gain_from_the_file(tmp_path):
 def test_argparse_errors_are_usage_errors():
     with pytest.raises(UsageError, match="invalid choice: 'cubic'"):
         load_config(["--blend-mode", "cubic"])
+
+
+# ---- hostile config files (issue 12 item 14): exit 2, one line, at once ----------------
+
+def _run_main_with_config(tmp_path, capsys, data):
+    from main import main
+    p = tmp_path / "hostile.yaml"
+    p.write_bytes(data)
+    rc = main(["--config", str(p), "-i", str(tmp_path / "none")])
+    err = capsys.readouterr().err
+    return rc, err
+
+
+def test_utf16_config_with_bom_is_read(tmp_path):
+    from config_loader import load_yaml
+    for enc, bom in (("utf-16-le", b"\xff\xfe"), ("utf-16-be", b"\xfe\xff"),
+                     ("utf-8", b"\xef\xbb\xbf"), ("utf-8", b"")):
+        p = tmp_path / "c.yaml"
+        p.write_bytes(bom + "blend_alpha: 0.5\nvoice_alpha: 0.25\n".encode(enc))
+        assert load_yaml(p) == {"blend_alpha": 0.5, "voice_alpha": 0.25}, enc
+
+
+@pytest.mark.parametrize("data, reason", [
+    (bytes(range(256)) * 4, "binary"),
+    (b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 100, "binary"),
+    (b"blend_alpha: \xe9t\xe9\n", "not UTF-8"),
+    (b"a: &a [x]\nb: *a\n", "aliases"),
+])
+def test_unreadable_config_exits_2_with_one_line(tmp_path, capsys, data, reason):
+    rc, err = _run_main_with_config(tmp_path, capsys, data)
+    assert rc == 2 and reason in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_billion_laughs_fails_at_once(tmp_path, capsys):
+    import time
+    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, 10):
+        refs = ",".join([f"*a{i-1}"] * 9)
+        lines.append(f"a{i}: &a{i} [{refs}]")
+    data = ("\n".join(lines) + "\n").encode()
+    t0 = time.monotonic()
+    rc, err = _run_main_with_config(tmp_path, capsys, data)
+    assert time.monotonic() - t0 < 1.0
+    assert rc == 2 and "aliases" in err and err.count("\n") == 1
+
+
+def test_huge_config_is_refused_unread(tmp_path, capsys):
+    rc, err = _run_main_with_config(tmp_path, capsys, b"# x\n" * (300 * 1024))
+    assert rc == 2 and "too large" in err and err.count("\n") == 1
