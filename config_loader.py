@@ -91,6 +91,10 @@ class Config:
     other_method: str = opt("stems", "add", "separation", "no_vocals = sum of other sources (add) or "
                             "mix - vocals (minus: runs only vocal sub-models, ~4x faster on "
                             "htdemucs_ft)", choices=("add", "minus"))
+    precision: str = opt("stems", "float32", "separation", "Demucs arithmetic: float32 (equal to "
+                         "demucs), bfloat16 (autocast; CPU needs native bf16, AVX512-BF16/AMX, "
+                         "else refused) or auto (bfloat16 only where measured faster)",
+                         choices=("float32", "bfloat16", "auto"))
     separated_dir: str = opt("run", "separated", "separation", "where stems live: "
                              "<separated_dir>/<model>/<track>/{vocals,no_vocals}.wav")
     force: bool = opt("run", False, "separation", "recompute the outputs even if they are current "

@@ -13,6 +13,12 @@ Prints ratios (VTrace / baseline) on one clip, in one run:
       seconds of separation and reports how far it got (the whole-file pass that computes the
       normalisation has then read every sample; the stream's buffers do not grow after the first
       segments).  --rss-budget 0 runs to the end.
+  (e) --precision bfloat16 vs float32, htdemucs, in one process (model loaded once): speed
+      ratio float32/bfloat16 per interleaved pair (median and range) and SDR of the bfloat16
+      stems against the float32 stems.  Goal >= 1.35x and >= 40 dB on a CPU with native bf16.
+  (f) OMP_WAIT_POLICY=PASSIVE (VTrace's default) vs OpenMP's default, htdemucs with 2 torch
+      threads, on a quiet machine and beside a busy neighbour (a process spinning on one core):
+      ratio default/PASSIVE per interleaved pair (median and range; > 1: PASSIVE faster).
 Models come from bench/make_models.py (random weights: speed is real, the audio is noise).
 Usage: python bench/bench_separation.py [--clip F] [--seconds 10] [--repeat 2] [--skip-60]
 """
@@ -64,6 +70,97 @@ except Stop:
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, state["done"],
       time.perf_counter() - t0)
 """
+
+
+PRECISION_CHILD = """
+import random, sys, time; sys.path.insert(0, {root!r})
+import numpy as np, soundfile as sf
+from processors.separation import DemucsSeparator
+seps = {{p: DemucsSeparator("htdemucs", model_repo={repo!r}, precision=p, device="cpu")
+        for p in ("float32", "bfloat16")}}
+seps["bfloat16"]._model = seps["float32"].model
+for sep in seps.values():
+    sep.check_options()
+    sep.separate_file({warm!r}, {out!r} + "_warm")
+for i in range({pairs}):
+    times = {{}}
+    for p in (("float32", "bfloat16") if i % 2 == 0 else ("bfloat16", "float32")):
+        random.seed(0)  # the same shift offsets in both precisions
+        t0 = time.perf_counter()
+        seps[p].separate_file({clip!r}, {out!r} + p)
+        times[p] = time.perf_counter() - t0
+    print("pair", times["float32"], times["bfloat16"], flush=True)
+for name in ("vocals", "no_vocals"):
+    a = sf.read({out!r} + "float32/" + name + ".wav", dtype="float64")[0]
+    b = sf.read({out!r} + "bfloat16/" + name + ".wav", dtype="float64")[0]
+    print("sdr", name, 10 * np.log10((a ** 2).sum() / ((a - b) ** 2).sum()), flush=True)
+"""
+
+OMP_CHILD = """
+import sys, time; sys.path.insert(0, {root!r})
+{first}
+from processors.separation import DemucsSeparator
+sep = DemucsSeparator("htdemucs", model_repo={repo!r}, device="cpu", thread=2)
+sep.check_options()
+t0 = time.perf_counter()
+sep.separate_file({clip!r}, {out!r})
+print(time.perf_counter() - t0)
+"""
+
+
+def loop_song(src: Path, dst: Path, seconds: float) -> Path:
+    """``src`` repeated to ``seconds`` (a song-length input from a short testbed song)."""
+    data, sr = sf.read(src, dtype="float32", always_2d=True)
+    n = int(seconds * sr)
+    sf.write(dst, np.resize(data.T, (data.shape[1], n)).T, sr, subtype="PCM_16")
+    return dst
+
+
+def spread(ratios) -> str:
+    r = sorted(ratios)
+    return f"median {np.median(r):.2f}x (range {r[0]:.2f}-{r[-1]:.2f}, {len(r)} pairs)"
+
+
+def precision_case(clip: Path, warm: Path, tmp: Path, pairs: int):
+    code = PRECISION_CHILD.format(root=str(ROOT), repo=str(MODELS), clip=str(clip),
+                                  warm=str(warm), out=str(tmp / "prec_"), pairs=pairs)
+    lines = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                           text=True).stdout.splitlines()
+    pair = [tuple(map(float, line.split()[1:])) for line in lines if line.startswith("pair")]
+    sdr = {line.split()[1]: float(line.split()[2]) for line in lines if line.startswith("sdr")}
+    f32, b16 = zip(*pair)
+    print(f"(e) precision, htdemucs, {sf.info(clip).duration:.0f} s: float32 "
+          f"{np.median(f32):.1f} s, bfloat16 {np.median(b16):.1f} s, speed float32/bfloat16 "
+          f"{spread([a / b for a, b in pair])}; SDR of bfloat16 stems vs float32 stems: vocals "
+          f"{sdr['vocals']:.1f} dB, no_vocals {sdr['no_vocals']:.1f} dB (random weights)",
+          flush=True)
+
+
+def omp_case(clip: Path, tmp: Path, pairs: int):
+    def one(passive):
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        # the baseline loads torch before VTrace's module, so OpenMP keeps its own default
+        first = "" if passive else "import torch"
+        code = OMP_CHILD.format(root=str(ROOT), repo=str(MODELS), clip=str(clip),
+                                out=str(tmp / "omp"), first=first)
+        return float(subprocess.run([sys.executable, "-c", code], check=True, env=env,
+                                    capture_output=True, text=True).stdout.split()[-1])
+    for neighbour in (False, True):
+        busy = (subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                if neighbour else None)
+        try:
+            ratios, times = [], {True: [], False: []}
+            for i in range(pairs):
+                for passive in ((False, True) if i % 2 == 0 else (True, False)):
+                    times[passive].append(one(passive))
+                ratios.append(times[False][-1] / times[True][-1])
+        finally:
+            if busy is not None:
+                busy.kill()
+                busy.wait()
+        print(f"(f) OMP_WAIT_POLICY, 2 threads, {'busy neighbour' if neighbour else 'quiet'}: "
+              f"default {np.median(times[False]):.1f} s, PASSIVE {np.median(times[True]):.1f} s,"
+              f" speed default/PASSIVE {spread(ratios)}", flush=True)
 
 
 def timed(cmd) -> float:
@@ -150,6 +247,12 @@ def main():
     parser.add_argument("--skip-jobs", action="store_true")
     parser.add_argument("--skip-bag", action="store_true", help="skip (b), the slowest part")
     parser.add_argument("--skip-60", action="store_true")
+    parser.add_argument("--skip-precision", action="store_true")
+    parser.add_argument("--skip-omp", action="store_true")
+    parser.add_argument("--only", choices=("precision", "omp"), help="run only (e) or (f)")
+    parser.add_argument("--precision-seconds", type=float, default=30.0,
+                        help="length of the song for (e) (the testbed song looped)")
+    parser.add_argument("--pairs", type=int, default=3, help="interleaved pairs for (e), (f)")
     parser.add_argument("--rss-budget", type=float, default=120.0,
                         help="seconds of separation per memory run (0: run to the end)")
     args = parser.parse_args()
@@ -159,8 +262,17 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     print(f"machine: {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()}"
           f" CPU cores, torch CPU; models: random weights from {MODELS}", flush=True)
+    if args.only:
+        args.skip_speed = args.skip_jobs = args.skip_rss = True
+        args.skip_precision, args.skip_omp = args.only != "precision", args.only != "omp"
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         tmp = Path(tmp)
+        if not args.skip_precision:
+            song = loop_song(args.clip, tmp / "song.wav", args.precision_seconds)
+            warm = loop_song(args.clip, tmp / "warm.wav", 2.0)
+            precision_case(song, warm, tmp, args.pairs)
+        if not args.skip_omp:
+            omp_case(loop_song(args.clip, tmp / "omp.wav", 10.0), tmp, args.pairs)
         if not args.skip_speed:
             clip = make_clip(args, tmp)
             source = args.clip.name if args.clip.exists() else "noise"

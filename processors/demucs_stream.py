@@ -6,6 +6,7 @@ random shift over ``apply_model``'s split grid and hands out samples as soon as 
 segment can change them. Written against demucs 4.1.0 (pinned); re-check on an upgrade.
 """
 
+import contextlib
 import logging
 import math
 import os
@@ -100,51 +101,107 @@ class Stream:
 
     Stream sample p is mix sample ``p + origin``.  After each segment, every sample before the
     next segment's start is final (no later segment overlaps it) and is handed out.
+
+    ``batch`` segments of equal length go through the model in one forward pass (on a GPU;
+    on a CPU batching is slower, so 1 there). On CUDA the mix stays on the host: each batch is
+    copied from pinned memory without blocking, and the next batch is launched before the
+    current one's outputs are waited for, so copies and reads overlap the GPU's compute.
+    ``precision`` ``bfloat16`` runs the model under torch.autocast.
     """
 
-    def __init__(self, model, read_norm, origin, length, skip, segment, overlap, device):
+    def __init__(self, model, read_norm, origin, length, skip, segment, overlap, device,
+                 precision="float32", batch=1):
         import torch
         self.model, self.read_norm, self.device = model, read_norm, device
+        self.precision, self.batch = precision, max(1, int(batch))
         self.origin, self.length, self.skip, self.segment = origin, length, skip, segment
         self.seg_len = int(model.samplerate * (segment if segment is not None else model.segment))
         self.stride = int((1 - overlap) * self.seg_len)
         self.offsets = range(0, length, self.stride)
         half = self.seg_len // 2
         w = torch.cat([torch.arange(1, half + 1), torch.arange(self.seg_len - half, 0, -1)])
-        self.weight = (w / w.max()).to(device)
+        self.weight = w / w.max()
         n_src, ch = len(model.sources), model.audio_channels
         self.acc = torch.zeros(n_src, ch, self.seg_len)
         self.sum_w = torch.zeros(self.seg_len)
         self.index, self.produced, self.fifo = 0, 0, []
+        self._ready = []         # model outputs (on the host) of the next segments, in order
+        self._launched = None    # (host outputs, cuda event or None, count) of the next batch
 
     @property
     def finished(self) -> bool:
         return self.index >= len(self.offsets)
 
-    def _segment_out(self, off, length):
-        """Model output for stream samples [off, off + length), padded like TensorChunk."""
-        import torch
+    def _window(self, i):
+        """(stream offset, samples kept, samples fed to the model) of segment ``i``."""
         from demucs.htdemucs import HTDemucs
-        from demucs.utils import center_trim
+        off = self.offsets[i]
+        length = min(self.length - off, self.seg_len)
         if isinstance(self.model, HTDemucs) and self.segment is not None:
             valid = int(self.segment * self.model.samplerate)
         elif hasattr(self.model, "valid_length"):
             valid = self.model.valid_length(length)
         else:
             valid = length
-        start = self.origin + off - (valid - length) // 2
-        x = self.read_norm(start, start + valid).to(self.device)
-        with torch.no_grad():
-            out = self.model(x[None])
-        return center_trim(out, length)[0]
+        return off, length, valid
+
+    def _launch(self, first):
+        """Start the model on segments ``first``... (up to ``batch`` of the same shape);
+        returns (outputs on the host, event to wait for or None, count). Inputs are padded
+        like TensorChunk and outputs center-trimmed, as in apply_model."""
+        import torch
+        from demucs.utils import center_trim
+        shape = self._window(first)
+        count = 1
+        while (count < self.batch and first + count < len(self.offsets)
+               and self._window(first + count)[1:] == shape[1:]):
+            count += 1
+        _, length, valid = shape
+        xs = []
+        for i in range(first, first + count):
+            start = self.origin + self.offsets[i] - (valid - length) // 2
+            xs.append(self.read_norm(start, start + valid))
+        x = xs[0][None] if count == 1 else torch.stack(xs)
+        cuda = self.device == "cuda"
+        if cuda:
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        else:
+            x = x.to(self.device)
+        autocast = (torch.autocast(device_type=self.device, dtype=torch.bfloat16)
+                    if self.precision == "bfloat16" else contextlib.nullcontext())
+        with torch.no_grad(), autocast:
+            out = self.model(x)
+        out = center_trim(out, length).float()
+        if not cuda:
+            return out.cpu(), None, count
+        host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+        host.copy_(out, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        return host, event, count
+
+    def _segment_out(self):
+        """Model output of the segment at ``self.index``, shaped (sources, channels, n)."""
+        if not self._ready:
+            if self._launched is None:
+                self._launched = self._launch(self.index)
+            host, event, count = self._launched
+            following = self.index + count
+            # On CUDA, queue the next batch before waiting for this one.
+            self._launched = (self._launch(following) if event is not None
+                              and following < len(self.offsets) else None)
+            if event is not None:
+                event.synchronize()
+            self._ready = list(host.unbind(0))
+        return self._ready.pop(0)
 
     def step(self):
         import torch
         off = self.offsets[self.index]
         n = min(self.length - off, self.seg_len)
         w = self.weight[:n]
-        self.acc[..., :n] += (w * self._segment_out(off, n)).cpu()
-        self.sum_w[:n] += w.cpu()
+        self.acc[..., :n] += w * self._segment_out()
+        self.sum_w[:n] += w
         self.index += 1
         done = self.stride if not self.finished else self.length - off
         final = self.acc[..., :done] / self.sum_w[:done]

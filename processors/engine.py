@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 def torch_threads(workers, cores=None):
     """Torch CPU threads for each of ``workers`` processes sharing the machine's cores."""
+    if cores is None:  # the cores this process may run on (a container's or taskset's share)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return max(1, (cores or os.cpu_count() or 1) // max(1, workers))
 
 
@@ -192,8 +194,9 @@ class Engine:
     def _run_info(self, separated):
         """How this run went, for the manifest: command line, device and threads."""
         device = self._separator.device_used if separated and self._separator else None
+        precision = self._separator.precision_ran if separated and self._separator else None
         return {"command": self.command, "device": device or "none (stems reused)",
-                "torch_threads": self.threads if separated else None}
+                "precision": precision, "torch_threads": self.threads if separated else None}
 
     def _separate(self, mix_path, folder):
         if isinstance(self.model_error, UnknownModelError):

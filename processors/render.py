@@ -102,17 +102,29 @@ def render(sources, frames, sr, channels, w, settings, wav_paths, progress,
 
         written = []
         try:
-            with ThreadPoolExecutor(1) as compute_pool, \
+            with ThreadPoolExecutor(1) as read_pool, ThreadPoolExecutor(1) as compute_pool, \
                     ThreadPoolExecutor(1) as write_pool:
                 stats = [{} for _ in spans] if measure else [None] * len(spans)
-                ahead = compute_pool.submit(compute, sources, *spans[0], w,
-                                             settings.voice_alpha, sr, plan, stats[0])
+                # Three stages: decoding the original (a FLAC or other compressed input costs
+                # more than everything else one block needs), reading the stems and computing,
+                # writing. The original is read up to two blocks ahead.
+                reads = [read_pool.submit(read_original, sources, *span, plan)
+                         for span in spans[:2]]
+
+                def submit(j):
+                    if j + 2 < len(spans):
+                        reads.append(read_pool.submit(read_original, sources, *spans[j + 2],
+                                                      plan))
+                    return compute_pool.submit(
+                        lambda: compute(sources, *spans[j], w, settings.voice_alpha, sr, plan,
+                                        stats[j], original=reads[j].result()))
+
+                ahead = submit(0)
                 for i, (start, stop) in enumerate(spans):
                     o, outs = ahead.result()
+                    reads[i] = None  # done with it
                     if i + 1 < len(spans):
-                        ahead = compute_pool.submit(compute, sources, *spans[i + 1], w,
-                                                    settings.voice_alpha, sr, plan,
-                                                    stats[i + 1])
+                        ahead = submit(i + 1)
                     if measure and plan.get("repair"):
                         for key in ("leftover", "original"):
                             energy[key] += stats[i].get(key, 0.0)
@@ -184,7 +196,20 @@ def _shaping(settings, sr):
     return {"residual": residual if active else None, "gate": gate, "context": context}
 
 
-def compute(sources, start, stop, w, voice_alpha, sr, plan, stats=None):
+def _span(sources, start, stop, plan):
+    """The samples block ``[start, stop)`` is computed from: with ``context`` samples of
+    margin, stopping at the track's ends, so the filters treat the ends as they would on the
+    whole track (their own edge padding), not as zeros."""
+    ctx = plan["context"]
+    return max(start - ctx, 0), min(stop + ctx, sources.original.frames)
+
+
+def read_original(sources, start, stop, plan):
+    """The original's samples that ``compute`` needs for block ``[start, stop)``."""
+    return sources.original.read(*_span(sources, start, stop, plan))
+
+
+def compute(sources, start, stop, w, voice_alpha, sr, plan, stats=None, original=None):
     """The outputs for samples ``[start, stop)``: ``(original block, {name: block})``.
 
     With a repair (``plan["repair"]``, see ``processors.repair``) the stems are repaired
@@ -193,13 +218,12 @@ def compute(sources, start, stop, w, voice_alpha, sr, plan, stats=None):
 
     With residual cleanup or the gate blend, the block is computed with ``context`` samples of
     margin on each side, then cropped, so filters and gates see the same signal as they would
-    on the whole track.
+    on the whole track. ``original``: ``read_original``'s result for this block, when it was
+    read already (by another thread).
     """
-    ctx = plan["context"]
-    # The margin stops at the track's ends, so the filters treat the ends as they would on
-    # the whole track (their own edge padding), not as zeros.
-    a, b = max(start - ctx, 0), min(stop + ctx, sources.original.frames)
-    o, inst, voc = (r.read(a, b) for r in sources)
+    a, b = _span(sources, start, stop, plan)
+    o = sources.original.read(a, b) if original is None else original
+    inst, voc = sources.instrumental.read(a, b), sources.vocals.read(a, b)
     if plan.get("repair"):
         from processors.repair import leftover, repair
 

@@ -30,9 +30,27 @@ from utils.errors import (InputError, OutputError, SeparationError, UnknownModel
 
 logger = logging.getLogger(__name__)
 
+
+def _passive_openmp_waits():
+    """OMP_WAIT_POLICY=PASSIVE unless the user set it: idle OpenMP threads sleep instead of
+    spinning, which costs nothing on a quiet machine and keeps a busy one (other workers, a
+    neighbour) from slowing every parallel region (see README, Benchmarks). OpenMP reads it
+    when torch loads, so this runs on import of this module, the only way VTrace's separation
+    reaches torch (in the main process and in each spawned worker)."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+_passive_openmp_waits()
+
 STEMS = ("vocals.wav", "no_vocals.wav")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 OTHER_METHODS = ("add", "minus")
+PRECISIONS = ("float32", "bfloat16", "auto")
+# --precision auto on a CPU with native bf16: whether bf16 is chosen. Set from
+# bench/bench_separation.py (e) on an AVX512-BF16/AMX CPU: bf16 faster in every pair (1.23x to
+# 2.33x, htdemucs), stems 46-50 dB SDR from float32 (random weights); see README, Benchmarks.
+AUTO_BF16_ON_CPU = True
 # No invented minimum length: what the model takes is separated (demucs_unittest takes a single
 # sample with shifts >= 1, whose padding lengthens the input, and 5 samples with shifts=0).
 # Shorter still, GroupNorm refuses the input; that failure is reported as "too short".
@@ -48,6 +66,7 @@ class SeparationResult:
     device: str             # device that actually produced the stems ("cpu" after a fallback)
     samplerate: int         # the model's rate, which the stems are written at
     audio_seconds: float    # duration of the mix
+    precision: str = "float32"  # float32 or bfloat16: what the model actually ran in
 
 
 def resolve_device(requested: str) -> str:
@@ -63,6 +82,48 @@ def resolve_device(requested: str) -> str:
         raise UsageError(f"device={requested} is not available on this machine; "
                          "use --device auto or --device cpu")
     return requested
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (x86 AVX512-BF16 or AMX-BF16, Arm BF16);
+    without it torch emulates bf16 and is slower than float32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(requested: str, device: str) -> str:
+    """Map ``float32|bfloat16|auto`` on a resolved device to ``float32`` or ``bfloat16``.
+
+    bfloat16 runs under torch.autocast: on CPU only where the CPU has native bf16 (emulated bf16
+    is slower than float32: UsageError), on CUDA only where the GPU supports it. ``auto`` picks
+    bfloat16 only where it was measured faster: CUDA with bf16, and a native-bf16 CPU when
+    AUTO_BF16_ON_CPU."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"unknown precision={requested!r}; use one of {', '.join(PRECISIONS)}")
+    if requested == "float32":
+        return "float32"
+    if device == "cuda":
+        import torch
+        ok = torch.cuda.is_bf16_supported()
+        why = "this GPU has no bfloat16 support"
+    elif device == "cpu":
+        ok = cpu_has_native_bf16()
+        why = ("this CPU has no native bfloat16 (AVX512-BF16/AMX), so torch would emulate it, "
+               "slower than float32")
+    else:
+        ok, why = False, f"bfloat16 is not supported on device={device}"
+    if requested == "auto":
+        return "bfloat16" if ok and (device != "cpu" or AUTO_BF16_ON_CPU) else "float32"
+    if not ok:
+        raise UsageError(f"precision=bfloat16: {why}; use --precision float32 or auto")
+    return "bfloat16"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -198,21 +259,28 @@ class DemucsSeparator:
         segment: model segment in seconds, or None for the model's own.
         other_method: ``add`` (no_vocals = sum of the other sources) or ``minus``
             (no_vocals = mix - vocals; bag sub-models with no vocals weight are skipped).
+        precision: ``float32`` (equal to demucs), ``bfloat16`` (torch.autocast; needs native
+            bf16 on CPU) or ``auto`` (bfloat16 where measured faster); see resolve_precision.
         thread: torch CPU threads for this process, or None to keep torch's default.
         progress: called as ``progress(done_seconds, total_seconds)`` in audio seconds.
     """
 
     def __init__(self, demucs_model: str = "htdemucs_ft", model_repo=None, device: str = "auto",
                  shifts: int = 1, overlap: float = 0.25, segment: Optional[float] = None,
-                 other_method: str = "add", thread: Optional[int] = None,
+                 other_method: str = "add", precision: str = "float32", thread: Optional[int] = None,
                  progress: Optional[Callable[[float, float], None]] = None):
         self.demucs_model = demucs_model
         self.model_repo = None if model_repo is None else Path(model_repo)
         self.device, self.shifts, self.overlap = device, shifts, overlap
         self.segment, self.other_method, self.thread = segment, other_method, thread
+        self.precision = precision
+        self.precision_used = None  # float32 or bfloat16, once the options are checked
+        # Segments per forward pass: None chooses (1 on CPU, from free memory on CUDA).
+        self.batch_segments = None
         self.progress = progress
         self._model = None
         self.device_used = None  # where the last separation ran (after any fallback)
+        self.precision_ran = None  # and in which precision (float32 or bfloat16)
         self._load_error = None
         self._checked = False
 
@@ -264,7 +332,10 @@ class DemucsSeparator:
             raise ValueError(f"segment={self.segment!r} must be > 0 seconds, or unset")
         if self.thread is not None and (not isinstance(self.thread, int) or self.thread < 1):
             raise ValueError(f"thread={self.thread!r} must be an integer >= 1, or unset")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r}; use one of {', '.join(PRECISIONS)}")
         self._device = resolve_device(self.device)
+        self.precision_used = resolve_precision(self.precision, self._device)
         if not load_model:
             return
         model = self.model
@@ -306,19 +377,26 @@ class DemucsSeparator:
             reader.close()
         self.device_used = device
         return SeparationResult(out_dir / STEMS[0], out_dir / STEMS[1],
-                                time.perf_counter() - t0, device, sr, reader.length / sr)
+                                time.perf_counter() - t0, device, sr, reader.length / sr,
+                                self.precision_ran)
 
     def _run_with_fallbacks(self, reader, stats, out_dir, mix_path) -> str:
         """Run on the chosen device; CUDA OOM -> shorter segment -> CPU, MPS gap -> CPU."""
         import torch
         device, segment, shortened = self._device, self.segment, False
+        self._oom_batch = None
         while True:
+            self._batch_ran = None
             try:
                 self._write_stems(reader, stats, out_dir, device, segment)
                 return device
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
-                if not shortened:
+                if device == "cuda" and (self._batch_ran or 1) > 1:
+                    self._oom_batch = self._batch_ran // 2
+                    logger.warning("CUDA out of memory on %s; retrying with %d segment(s) per "
+                                   "pass", mix_path, self._oom_batch)
+                elif not shortened:
                     shortened = True
                     segment = (segment or _max_segment(self.model)) / 2
                     if math.isinf(segment):
@@ -345,6 +423,33 @@ class DemucsSeparator:
                 raise SeparationError(f"Demucs failed on mix={mix_path} (device={device}): "
                                       f"{_one_line(exc)}") from None
 
+    def _batch(self, device, segment) -> int:
+        """Segments per forward pass: ``batch_segments`` if set, else 1 on CPU/MPS (batching
+        measured slower on CPU) and on CUDA as many as half the free memory holds, at most 8."""
+        if self.batch_segments:
+            return int(self.batch_segments)
+        if device != "cuda":
+            return 1
+        import torch
+        free, _ = torch.cuda.mem_get_info()
+        seconds = segment or min(_max_segment(self.model), 7.8)
+        if math.isinf(seconds):
+            seconds = 10.0
+        # about 3 GiB for one 7.8 s htdemucs segment (demucs' own guidance), scaled by length
+        per_segment = 3 * 2 ** 30 * seconds / 7.8
+        return max(1, min(8, int(free / 2 // per_segment)))
+
+    def _precision_on(self, device) -> str:
+        """The precision used on ``device`` (after a fallback to CPU, bfloat16 only where it
+        is native there)."""
+        if device == self._device or self.precision_used == "float32":
+            return self.precision_used
+        try:
+            return resolve_precision("bfloat16", device)
+        except UsageError:
+            logger.warning("device=%s has no native bfloat16: separating in float32", device)
+            return "float32"
+
     def _write_stems(self, reader, stats, out_dir, device, segment):
         """Stream the separation into temporary stem files, then rename them into place."""
         writers = [BlockWriter(out_dir / name, self.samplerate, 2, "float32", reader.length)
@@ -367,6 +472,11 @@ class DemucsSeparator:
         import torch
         from demucs.apply import BagOfModels
         model, L, minus = self.model, reader.length, self.other_method == "minus"
+        precision = self._precision_on(device)
+        batch = (self._oom_batch if device == "cuda" and getattr(self, "_oom_batch", None)
+                 else self._batch(device, segment))
+        self._batch_ran = batch
+        self.precision_ran = precision
         mean, std = torch.tensor(stats[0]), torch.tensor(stats[1])
 
         def read_norm(start, stop):
@@ -389,10 +499,12 @@ class DemucsSeparator:
                 continue
             sub.to(device).eval()
             if not shifts:
-                streams = [Stream(sub, read_norm, 0, L, 0, segment, self.overlap, device)]
+                streams = [Stream(sub, read_norm, 0, L, 0, segment, self.overlap, device,
+                                  precision, batch)]
             else:
                 streams = [Stream(sub, read_norm, o - max_shift, L + max_shift - o,
-                                   max_shift - o, segment, self.overlap, device) for o in shifts]
+                                  max_shift - o, segment, self.overlap, device, precision, batch)
+                           for o in shifts]
             groups.append((w, streams))
         totals = [sum(w[k] for w, _ in zip(weights, subs)) for k in range(len(model.sources))]
         everything = [s for _, streams in groups for s in streams]
