@@ -107,7 +107,7 @@ def test_manifest_records_the_precision(tmp_path, monkeypatch):
     monkeypatch.setattr(separation, "cpu_has_native_bf16", lambda: True)
     _mix(tmp_path / "songs" / "s.wav", seconds=1.0)
     assert main(_args(tmp_path, "--precision", "bfloat16")) == 0
-    manifest = json.loads((tmp_path / "out" / "s" / "s_vtrace.json").read_text())
+    manifest = json.loads((tmp_path / "out" / "demucs_unittest" / "s" / "s_vtrace.json").read_text())
     assert manifest["params"]["precision"] == "bfloat16"
     assert manifest["run"]["precision"] == "bfloat16"
 

@@ -165,7 +165,7 @@ def test_cli_writes_repaired_outputs_and_says_so_in_the_manifest(song):
               "--wav-format", "float32"]
     # the fixture's stems sum to the mix: nothing to split, the manifest says so
     assert main(common + ["-o", str(song["tmp"] / "out")]) == 0
-    manifest = json.loads((song["tmp"] / "out/mix/mix_vtrace.json").read_text())
+    manifest = json.loads((song["tmp"] / "out/test/mix/mix_vtrace.json").read_text())
     assert manifest["params"]["repair"] == "project"
     assert manifest["repair"]["applied"] is False
     assert "sum to the mix" in manifest["repair"]["note"]
@@ -174,10 +174,10 @@ def test_cli_writes_repaired_outputs_and_says_so_in_the_manifest(song):
 
     write(song["sep"] / "test/mix/no_vocals.wav", 0.5 * song["inst"])
     assert main(common + ["-o", str(song["tmp"] / "out2")]) == 0
-    manifest = json.loads((song["tmp"] / "out2/mix/mix_vtrace.json").read_text())
+    manifest = json.loads((song["tmp"] / "out2/test/mix/mix_vtrace.json").read_text())
     assert manifest["repair"]["applied"] is True
-    pc, _ = read(song["tmp"] / "out2/mix/mix_phase_cancel.wav")
-    voice, _ = read(song["tmp"] / "out2/mix/mix_vocal_residual.wav")
+    pc, _ = read(song["tmp"] / "out2/test/mix/mix_phase_cancel.wav")
+    voice, _ = read(song["tmp"] / "out2/test/mix/mix_vocal_residual.wav")
     assert np.max(np.abs(pc + voice - song["mix"])) < 1e-5
     assert usdr(song["inst"], pc) > usdr(song["inst"], 0.5 * song["inst"]) + 3.0
 
@@ -215,7 +215,7 @@ def test_render_in_blocks_equals_one_block(song):
                      str(song["sep"]), "--quiet", "--log-dir", str(song["tmp"] / "logs"),
                      "--wav-format", "float32", "--block-seconds", block, "-o", str(out),
                      "--residual-hpf", "90"]) == 0
-        outs[block] = {k: read(out / f"mix/mix_{k}.wav")[0]
+        outs[block] = {k: read(out / f"test/mix/mix_{k}.wav")[0]
                        for k in ("blended", "vocal_residual", "phase_cancel")}
     for k in outs["600"]:
         assert np.max(np.abs(outs["0.5"][k] - outs["600"][k])) < 1e-6, k

@@ -37,6 +37,7 @@ import numpy as np
 from config_loader import PRESETS
 from processors.engine import Engine
 from processors.track import TrackResult, read_manifest
+from utils.layout import OutputNames
 from utils.atomic_files import is_temp
 from utils.errors import UsageError, VTraceError
 from utils.inputs import AUDIO_EXTENSIONS, collect_inputs, content_hash, sanitize_name
@@ -84,6 +85,14 @@ def form_defaults(cfg):
             "plot": True}
 
 
+SONG_FILENAME = "{track}/{track}_{output}.{ext}"
+
+
+def _manifest(song_dir, name):
+    """The manifest of the song whose files are in ``song_dir`` (SONG_FILENAME's layout)."""
+    return read_manifest(OutputNames(Path(song_dir).parent, SONG_FILENAME, name, "", {}))
+
+
 def build_config(base, form, run_dir, separated_dir):
     """The Config for one request: ``base`` (config.yaml) with the page's settings, writing
     into ``run_dir`` and keeping stems in ``separated_dir``; validated (ConfigError names the
@@ -106,7 +115,9 @@ def build_config(base, form, run_dir, separated_dir):
         # where and how: this request's folders, one track at a time, no console output
         input=[], link=[], output=str(Path(run_dir) / "out"),
         separated_dir=str(separated_dir), download_dir=str(Path(run_dir) / "downloads"),
-        thread=1, quiet=True, force=False, cleanup=False)
+        thread=1, quiet=True, force=False, cleanup=False,
+        # one model per request folder: each song's files in out/<song>/ (players, zips)
+        filename=SONG_FILENAME)
     if not changes["convert_to_mp3"]:
         changes["mp3_only"] = False
     if preset is not None:
@@ -465,7 +476,7 @@ def keep_stems(song, track, cfg, kept):
     from audio_utils.audio_io import BlockReader
     from processors.track import at_rate, readable_original
 
-    m = read_manifest(song.out_dir, track.name)
+    m = _manifest(song.out_dir, track.name)
     if m is None:
         raise OSError("no manifest")
     sr, channels, frames = int(m["samplerate"]), int(m["channels"]), int(m["frames"])
@@ -608,7 +619,7 @@ def song_files(song):
 
 
 def original_of(song):
-    m = read_manifest(song.out_dir, song.name) or {}
+    m = _manifest(song.out_dir, song.name) or {}
     path = (m.get("input") or {}).get("path")
     return path if path and Path(path).is_file() else None
 
