@@ -112,8 +112,10 @@ def skipped_result(track, out_dir, with_eval):
             report = json.loads((Path(out_dir) / f"{track.name}_eval.json")
                                 .read_text(encoding="utf-8"))
             row = report_row(track.name, report)
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # another shape
+        if with_eval:
+            log.warning("%s: its manifest or evaluation report is not of VTrace's shape; no "
+                        "row for it in the batch CSV (--force recomputes it)", track.name)
     return Finished(seconds, 0.0, row)
 
 

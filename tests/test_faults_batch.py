@@ -324,3 +324,43 @@ def test_force_recomputes_outputs_from_other_tools_stems(tmp_path, capsys, monke
     assert main(args(tmp_path, songs, sep, "--force")) == 0
     assert "1 ok" in capsys.readouterr().out
     assert read(blended)[0].shape[1] > 0
+
+
+_SHAPES = [[1, 2], "text", {"files": 5}, {"params": "x"}, {"files": [5, None]},
+           {"files": {"a": 1}}, {"files": [["a"]]}, {"seconds": "x"}, {"seconds": [1]},
+           {"input": 5}, {"input": [1]}, {"params": [1]}]
+
+
+@pytest.mark.parametrize("change", _SHAPES + ["{broken"], ids=str)
+def test_manifest_of_another_shape_means_recompute(tmp_path, capsys, change):
+    """A manifest that is not VTrace's shape (another tool's, hand-edited, damaged) is no
+    manifest: the track is recomputed, never an internal error."""
+    songs, sep = make_songs(tmp_path, ["a.wav"])
+    assert main(args(tmp_path, songs, sep, "--eval")) == 0
+    path = tmp_path / "out" / "a" / "a_vtrace.json"
+    good = json.loads(path.read_text())
+    if isinstance(change, dict):  # VTrace's manifest with one field of another shape
+        path.write_text(json.dumps({**good, **change}))
+    else:
+        path.write_text(change if isinstance(change, str) and change.startswith("{")
+                        else json.dumps(change))
+    capsys.readouterr()
+    assert main(args(tmp_path, songs, sep, "--eval")) == 0
+    out = capsys.readouterr().out
+    rows = _summary_rows(out)
+    assert " ok " in rows["a"] or " skipped " in rows["a"], out
+    assert json.loads(path.read_text())["params"] == good["params"]
+
+
+@pytest.mark.parametrize("change", [{"model": 5}, {"undefined": "x"}, {"reference": [1]},
+                                    [1], "text"], ids=str)
+def test_eval_report_of_another_shape_is_no_internal_error(tmp_path, capsys, change):
+    songs, sep = make_songs(tmp_path, ["a.wav"])
+    assert main(args(tmp_path, songs, sep, "--eval")) == 0
+    path = tmp_path / "out" / "a" / "a_eval.json"
+    report = json.loads(path.read_text())
+    path.write_text(json.dumps({**report, **change} if isinstance(change, dict) else change))
+    capsys.readouterr()
+    assert main(args(tmp_path, songs, sep, "--eval")) == 0
+    out = capsys.readouterr().out
+    assert "internal error" not in out, out
