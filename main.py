@@ -63,7 +63,10 @@ def _run(cfg, typed, cfg_path):
     from processors.batch import run_batch
     from processors.engine import Engine, output_root
     from processors.progress import summary_table
+    from pathlib import Path
+
     from utils.atomic_files import output_lock
+    from utils.layout import model_folder
     from utils.errors import UsageError
     from utils.inputs import collect_inputs
 
@@ -92,7 +95,11 @@ def _run(cfg, typed, cfg_path):
         raise UsageError(f"input={' '.join(cfg.input)}: no audio files found (looked for "
                          "wav, flac, mp3, ogg, opus, m4a, aac, aiff, webm"
                          f"{'' if cfg.recursive else '; add --recursive for sub-folders'})")
-    created = _make_output_folder(out_root)
+    model_dir = Path(cfg.separated_dir) / model_folder(cfg.demucs_model)
+    # Folders this run creates and may leave empty (every track failed or was interrupted).
+    fresh = [d for d in (model_dir, model_dir.parent) if not d.exists()]
+    if _make_output_folder(out_root):
+        fresh.append(out_root)
     try:
         with output_lock(out_root):  # a second run on the same folder stops here
             engine = Engine(cfg)
@@ -102,9 +109,9 @@ def _run(cfg, typed, cfg_path):
             results = link_results + run_batch(engine, tracks, out_root, total)
             _finish(cfg, out_root, results)
     finally:
-        if created:
+        for folder in fresh:
             try:
-                out_root.rmdir()  # only when nothing was written into it
+                folder.rmdir()  # only when nothing was written into it
             except OSError:
                 pass
     _print(summary_table(results))

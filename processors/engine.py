@@ -11,6 +11,7 @@ use, so a process that handles many tracks loads the model once. It keeps no sta
 tracks other than that, and nothing at module level.
 """
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -19,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from processors.track import (TrackResult, outputs_current, run_track, skipped_result)
-from utils.atomic_files import WORK_PREFIX, no_space, remove_stale_temps
+from utils.atomic_files import (LOCK_NAME, WORK_PREFIX, no_space, output_lock,
+                                remove_stale_temps)
 from utils.errors import SeparationError, UsageError, VTraceError
 from utils.inputs import default_output_dir
 from utils.layout import stem_paths, stems_folder
@@ -121,13 +123,15 @@ class Engine:
         fresh = [d for d in (out_dir, self._stems_folder(track)) if not d.exists()]
         try:
             remove_stale_temps(out_dir)
-            if self.describe(track, out_root).outputs_current:
+            plan = self.describe(track, out_root)
+            if plan.outputs_current:
                 done = skipped_result(track, out_dir, self.cfg.eval)
                 result.status, result.reason = "skipped", "already done (same input and " \
                                                           "parameters)"
             else:
                 out_dir.mkdir(parents=True, exist_ok=True)
-                with tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=out_dir) as work:
+                with self._stems_lock(plan), \
+                        tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=out_dir) as work:
                     done = run_track(track, self.cfg, out_dir, Path(work), self._separate,
                                      progress)
                 result.status = "ok"
@@ -163,6 +167,17 @@ class Engine:
         for d in folders:
             remove_stale_temps(d)
         _remove_empty(folders)
+
+    def _stems_lock(self, plan):
+        """A track about to be separated locks its stems folder: another run (with another
+        output folder, the same separated/) writing it fails this track at once instead of
+        having its live stems deleted as leftovers."""
+        if plan.stems is not None:
+            return contextlib.nullcontext()
+        folder = plan.stems_folder  # not created here: --cleanup removes only what it creates
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        return output_lock(folder, "stems folder", "give another --separated-dir",
+                           folder.parent / f".{folder.name}{LOCK_NAME}")
 
     def _stems_folder(self, track):
         return stems_folder(self.cfg.separated_dir, self.cfg.demucs_model, track.stems_name)

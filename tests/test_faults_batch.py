@@ -364,3 +364,27 @@ def test_eval_report_of_another_shape_is_no_internal_error(tmp_path, capsys, cha
     assert main(args(tmp_path, songs, sep, "--eval")) == 0
     out = capsys.readouterr().out
     assert "internal error" not in out, out
+
+
+def test_run_separating_into_a_stems_folder_another_run_writes_keeps_off(tmp_path, capsys):
+    """Two runs with different outputs share separated/: the second never deletes the
+    stems the first is writing; that track fails at once with one line."""
+    import fcntl
+
+    vocals, inst = tone_mix(seconds=1.0)
+    write(tmp_path / "songs" / "s.wav", vocals + inst)
+    stems = tmp_path / "sep" / "demucs_unittest" / "s"
+    stems.mkdir(parents=True)
+    live = stems / ".vocals.vtrace-tmp.wav"  # the other run's stem being written
+    live.write_bytes(b"live")
+    with open(stems.parent / ".s.vtrace.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("4242\n")
+        held.flush()
+        assert main(["-i", str(tmp_path / "songs"), "--demucs-model", "demucs_unittest",
+                     "--device", "cpu", "--separated-dir", str(tmp_path / "sep"), "-o",
+                     str(tmp_path / "out"), "--quiet", "--log-dir",
+                     str(tmp_path / "logs")]) == 1
+        assert live.read_bytes() == b"live"
+    row = _summary_rows(capsys.readouterr().out)["s"]
+    assert str(stems) in row and "pid 4242" in row, row
