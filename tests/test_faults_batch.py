@@ -152,7 +152,7 @@ def test_ctrl_c_during_separation_with_workers_leaves_nothing(tmp_path):
         assert "worker process died" not in log_text
         assert leftovers(tmp_path / "out") == [] and leftovers(tmp_path / "sep") == []
         assert _unfinished_folders(tmp_path / "out") == []
-        for folder in stems.iterdir():  # a stems folder is complete or absent
+        for folder in (stems.iterdir() if stems.exists() else []):  # complete or absent
             assert sorted(p.name for p in folder.iterdir()) == ["no_vocals.wav",
                                                                 "vocals.wav"], folder
     finally:
