@@ -163,10 +163,15 @@ class Engine:
         """What an interrupted ``process`` of ``track`` left (a worker killed while writing
         it): its temporary files, and its output and stems folders when that leaves them
         empty."""
-        folders = [Path(out_root) / track.name, self._stems_folder(track)]
-        for d in folders:
-            remove_stale_temps(d)
-        _remove_empty(folders)
+        out_dir, stems = Path(out_root) / track.name, self._stems_folder(track)
+        remove_stale_temps(out_dir)  # the output folder is this run's (main holds its lock)
+        if stems.parent.is_dir():  # stems another run is writing now are not leftovers
+            try:
+                with self._stems_lock(TrackPlan(out_dir, stems, None, False)):
+                    remove_stale_temps(stems)
+            except UsageError:
+                pass
+        _remove_empty([out_dir, stems])
 
     def _stems_lock(self, plan):
         """A track about to be separated locks its stems folder: another run (with another

@@ -22,6 +22,9 @@ from tests.conftest import leftovers, read, tone_mix, write
 from tests.test_batch import ROOT, args, make_songs
 
 DEADLINE_S = 60
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="finds worker processes in /proc")
+posix_only = pytest.mark.skipif(os.name != "posix", reason="flock")
 
 
 def _children(pid):
@@ -78,14 +81,16 @@ def _kill_all(pids):
             pass
 
 
-def _unfinished_folders(out):
-    """Track folders under ``out`` with no manifest: an interrupted run must not leave them."""
-    return sorted(p.name for p in Path(out).iterdir()
-                  if p.is_dir() and not list(p.glob("*_vtrace.json"))) if out.exists() else []
+def _empty_folders(root):
+    """Folders under ``root`` with nothing in them: an interrupted run must not leave them
+    (a track's outputs without their manifest are issue 12 item 3's, not checked here)."""
+    return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*")
+                  if p.is_dir() and not any(p.iterdir())) if root.exists() else []
 
 
 # ---------------------------------------------------------------- item 8: kills and SIGTERM
 
+@linux_only
 def test_sigkill_of_the_parent_ends_its_workers_and_their_temporaries(tmp_path):
     songs, sep = make_songs(tmp_path, [f"s{i}.wav" for i in range(4)], seconds=20.0)
     proc = _start(tmp_path, songs, sep, "-t", "2", "--block-seconds", "0.5")
@@ -106,6 +111,7 @@ def test_sigkill_of_the_parent_ends_its_workers_and_their_temporaries(tmp_path):
         proc.communicate()
 
 
+@linux_only
 def test_sigterm_ends_the_run_like_ctrl_c(tmp_path):
     songs, sep = make_songs(tmp_path, [f"s{i}.wav" for i in range(4)], seconds=20.0)
     proc = _start(tmp_path, songs, sep, "-t", "2", "--block-seconds", "0.5")
@@ -119,7 +125,7 @@ def test_sigterm_ends_the_run_like_ctrl_c(tmp_path):
         assert b"terminated" in err and b"Traceback" not in err, err
         assert b"worker process died" not in err
         assert leftovers(tmp_path / "out") == []
-        assert _unfinished_folders(tmp_path / "out") == []
+        assert _empty_folders(tmp_path / "out") == []
         assert not any(_alive(p) for p in workers)
     finally:
         _kill_all(workers + [proc.pid])
@@ -127,6 +133,7 @@ def test_sigterm_ends_the_run_like_ctrl_c(tmp_path):
 
 # ---------------------------------------------------------------- item 9: Ctrl-C with workers
 
+@linux_only
 def test_ctrl_c_during_separation_with_workers_leaves_nothing(tmp_path):
     """Ctrl-C while two processes separate (demucs_unittest): no temporary stems, no work
     folders, no empty stems or output folders, no track reported as a dead worker."""
@@ -151,7 +158,7 @@ def test_ctrl_c_during_separation_with_workers_leaves_nothing(tmp_path):
         log_text = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
         assert "worker process died" not in log_text
         assert leftovers(tmp_path / "out") == [] and leftovers(tmp_path / "sep") == []
-        assert _unfinished_folders(tmp_path / "out") == []
+        assert _empty_folders(tmp_path / "out") == [] and _empty_folders(tmp_path / "sep") == []
         for folder in (stems.iterdir() if stems.exists() else []):  # complete or absent
             assert sorted(p.name for p in folder.iterdir()) == ["no_vocals.wav",
                                                                 "vocals.wav"], folder
@@ -161,6 +168,7 @@ def test_ctrl_c_during_separation_with_workers_leaves_nothing(tmp_path):
 
 # ---------------------------------------------------------------- item 10: concurrent runs
 
+@posix_only
 def test_second_run_on_the_same_output_folder_stops_at_once(tmp_path, caplog):
     import fcntl
 
@@ -366,6 +374,7 @@ def test_eval_report_of_another_shape_is_no_internal_error(tmp_path, capsys, cha
     assert "internal error" not in out, out
 
 
+@posix_only
 def test_run_separating_into_a_stems_folder_another_run_writes_keeps_off(tmp_path, capsys):
     """Two runs with different outputs share separated/: the second never deletes the
     stems the first is writing; that track fails at once with one line."""
