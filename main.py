@@ -98,7 +98,10 @@ def _run(cfg, typed, cfg_path, argv):
     from logger import setup_logging
     from processors.engine import Engine, output_root
     from processors.progress import summary_table
+    from pathlib import Path
+
     from utils.atomic_files import output_lock
+    from utils.layout import model_folder
     from utils.errors import UsageError
     from utils.inputs import collect_inputs
 
@@ -117,7 +120,11 @@ def _run(cfg, typed, cfg_path, argv):
         from processors.cluster import check_cluster_options
 
         check_cluster_options(cfg)
-    created = _make_output_folder(out_root)  # -o naming a file: a usage error, here
+    model_dir = Path(cfg.separated_dir) / model_folder(cfg.demucs_model)
+    # Folders this run creates and may leave empty (every track failed or was interrupted).
+    fresh = [d for d in (model_dir, model_dir.parent) if not d.exists()]
+    if _make_output_folder(out_root):  # -o naming a file: a usage error, here
+        fresh.append(out_root)
     try:
         with output_lock(out_root):  # a second run on the same folder stops here
             log_path = setup_logging(cfg.log_level, cfg.quiet, cfg.log_dir, cfg.log_keep)
@@ -143,9 +150,9 @@ def _run(cfg, typed, cfg_path, argv):
             results = link_results + _run_tracks(cfg, engine, tracks, out_root, total)
             _finish(cfg, out_root, results)
     finally:
-        if created:
+        for folder in fresh:
             try:
-                out_root.rmdir()  # only when nothing was written into it
+                folder.rmdir()  # only when nothing was written into it
             except OSError:
                 pass
     table = summary_table(results)

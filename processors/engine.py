@@ -11,6 +11,7 @@ use, so a process that handles many tracks loads the model once. It keeps no sta
 tracks other than that, and nothing at module level.
 """
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -19,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from processors.track import (TrackResult, outputs_current, run_track, skipped_result)
-from utils.atomic_files import WORK_PREFIX, no_space, remove_stale_temps
+from utils.atomic_files import (LOCK_NAME, WORK_PREFIX, no_space, output_lock,
+                                remove_stale_temps)
 from utils.errors import SeparationError, UnknownModelError, UsageError, VTraceError
 from utils.inputs import default_output_dir
 from utils.layout import OutputNames, stem_paths, stems_folder
@@ -143,13 +145,15 @@ class Engine:
                  if not Path(d).exists()]
         try:
             remove_stale_temps(out_dir)
-            if self.describe(track, out_root).outputs_current:
+            plan = self.describe(track, out_root)
+            if plan.outputs_current:
                 done = skipped_result(names, self.cfg.eval)
                 result.status = "skipped"
                 result.reason = "same input, stems and settings; --force to redo"
             else:
                 out_dir.mkdir(parents=True, exist_ok=True)
-                with tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=out_dir) as work:
+                with self._stems_lock(plan), \
+                        tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=out_dir) as work:
                     done = run_track(track, self.cfg, names, Path(work), self._separate,
                                      progress, self._run_info)
                 result.status = "ok"
@@ -182,11 +186,26 @@ class Engine:
         """What an interrupted ``process`` of ``track`` left (a worker killed while writing
         it): its temporary files, and its output and stems folders when that leaves them
         empty."""
-        folders = [(self.names(track, out_root).folder, out_root),
-                   (self._stems_folder(track), self.cfg.separated_dir)]
-        for d, _ in folders:
-            remove_stale_temps(d)
-        _remove_empty(folders)
+        out_dir, stems = self.names(track, out_root).folder, self._stems_folder(track)
+        remove_stale_temps(out_dir)  # the output folder is this run's (main holds its lock)
+        if stems.parent.is_dir():  # stems another run is writing now are not leftovers
+            try:
+                with self._stems_lock(TrackPlan(out_dir, stems, None, False)):
+                    remove_stale_temps(stems)
+            except UsageError:
+                pass
+        _remove_empty([(out_dir, out_root), (stems, self.cfg.separated_dir)])
+
+    def _stems_lock(self, plan):
+        """A track about to be separated locks its stems folder: another run (with another
+        output folder, the same separated/) writing it fails this track at once instead of
+        having its live stems deleted as leftovers."""
+        if plan.stems is not None:
+            return contextlib.nullcontext()
+        folder = plan.stems_folder  # not created here: --cleanup removes only what it creates
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        return output_lock(folder, "stems folder", "give another --separated-dir",
+                           folder.parent / f".{folder.name}{LOCK_NAME}")
 
     def _stems_folder(self, track):
         return stems_folder(self.cfg.separated_dir, self.cfg.demucs_model, track.stems_name)

@@ -132,8 +132,11 @@ def skipped_result(names, with_eval):
         if with_eval:
             report = json.loads(names.path("eval", "json").read_text(encoding="utf-8"))
             row = report_row(names.values["track"], report)
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # another shape
+        if with_eval:
+            log.warning("%s: its manifest or evaluation report is not of VTrace's shape; no "
+                        "row for it in the batch CSV (--force recomputes it)",
+                        names.values["track"])
     return Finished(seconds, 0.0, row)
 
 

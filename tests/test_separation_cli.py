@@ -85,6 +85,7 @@ def test_unknown_model_fails_each_track_with_one_line(tmp_path, capsys):
     for row in rows:
         assert "failed" in row and "no_such_model" in row and "--model-repo" in row
     assert "Traceback" not in captured.err
+    assert not (tmp_path / "sep").exists() and not (tmp_path / "out").exists()  # no empty ones
 
 
 def test_segment_the_model_cannot_take_ends_the_run_up_front(tmp_path, capsys, monkeypatch):
@@ -110,6 +111,7 @@ def test_50_ms_clip_separates_and_a_too_short_one_fails_alone(tmp_path, capsys):
     assert "too short for demucs_model=demucs_unittest" in rows["blip"], rows["blip"]
     # the failed track leaves no folder: no empty stems folder, no output folder
     assert not (tmp_path / "sep" / "demucs_unittest" / "blip").exists()
+    assert not list((tmp_path / "sep" / "demucs_unittest").glob(".*"))  # nor its lock
     assert not (tmp_path / "out" / "demucs_unittest" / "blip").exists()
     clip, _ = read(tmp_path / "out" / "demucs_unittest" / "clip" / "clip_blended.wav")
     assert clip.shape == (2, int(0.05 * SR))

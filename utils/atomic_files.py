@@ -101,13 +101,14 @@ def remove_stale_temps(folder):
 
 
 @contextmanager
-def output_lock(folder):
-    """Hold the lock of output folder ``folder`` (created when missing) for the ``with`` block.
+def output_lock(folder, label="output", fix="give another -o", lock_path=None):
+    """Hold the lock of output folder ``folder`` (which must exist) for the ``with`` block.
 
     An exclusive ``flock`` on ``folder/.vtrace.lock``, which holds the pid of the run that owns
     it and is removed when the block ends (the kernel drops the lock of a run that dies, so a
     killed run never locks a folder for good). Another run holding it raises UsageError
-    naming the folder and that run's pid. Where ``flock`` does not exist (Windows) or the file
+    naming the folder (as ``label=folder``), that run's pid and ``fix``. ``lock_path``: another
+    lock file than ``folder/.vtrace.lock`` (its folder must exist). Where ``flock`` does not exist (Windows) or the file
     system refuses it, the block runs unlocked.
     """
     folder = Path(folder)
@@ -116,21 +117,20 @@ def output_lock(folder):
     except ImportError:
         yield None
         return
-    path = folder / LOCK_NAME
+    path = Path(lock_path) if lock_path is not None else folder / LOCK_NAME
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
         except OSError as exc:
-            raise UsageError(f"output={folder}: cannot write in it ({exc.strerror}); give a "
-                             "writable folder with -o") from None
+            raise UsageError(f"{label}={folder}: cannot write in it ({exc.strerror}); give "
+                             "a folder that can be written") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             other = _read_pid(fd)
             os.close(fd)
-            raise UsageError(f"output={folder} is in use by another VTrace run (pid "
-                             f"{other or 'unknown'}); wait for it to end or give another -o") \
-                from None
+            raise UsageError(f"{label}={folder} is in use by another VTrace run (pid "
+                             f"{other or 'unknown'}); wait for it to end or {fix}") from None
         except OSError:  # no locks on this file system: run as before
             os.close(fd)
             yield None
