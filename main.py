@@ -218,26 +218,10 @@ def _make_output_folder(out_root):
 
 
 def _add_links(cfg, tracks):
-    from pathlib import Path
+    from processors.links import link_tracks
 
-    from utils.inputs import TrackInput
-    from processors.track import TrackResult
-    from utils.youtube import download_links
-
-    failed = []
-    names = {t.name.lower() for t in tracks}
-    for r in download_links(cfg.link, Path(cfg.download_dir), cfg.playlist, cfg.max_duration):
-        if not r.ok:
-            failed.append(TrackResult(r.track_name or r.url, r.url, "failed", r.error))
-            continue
-        if r.track_name.lower() in names:
-            continue
-        names.add(r.track_name.lower())
-        meta = tuple((k, v) for k, v in (("title", r.title), ("uploader", r.uploader),
-                                         ("url", r.webpage_url or r.url),
-                                         ("video_id", r.video_id)) if v)
-        tracks.append(TrackInput(Path(r.path), r.track_name, meta))
-    return tracks, failed
+    got, failed = link_tracks(cfg.link, cfg, taken=[t.name for t in tracks])
+    return tracks + got, failed
 
 
 def _total_seconds(tracks):

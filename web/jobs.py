@@ -258,23 +258,9 @@ def stage_uploads(paths, inputs_dir, limit_mb):
 def stage_links(links, cfg):
     """Download ``links`` with the Config's limits (the same downloader as ``-l``). Returns
     ``(tracks, failures)``."""
-    from utils.inputs import TrackInput
-    from utils.youtube import download_links
+    from processors.links import link_tracks
 
-    tracks, failed, names = [], [], set()
-    for r in download_links(list(links), Path(cfg.download_dir), cfg.playlist,
-                            cfg.max_duration):
-        if not r.ok:
-            failed.append(TrackResult(r.track_name or r.url, r.url, "failed", r.error))
-            continue
-        if r.track_name.lower() in names:
-            continue
-        names.add(r.track_name.lower())
-        meta = tuple((k, v) for k, v in (("title", r.title), ("uploader", r.uploader),
-                                         ("url", r.webpage_url or r.url),
-                                         ("video_id", r.video_id)) if v)
-        tracks.append(TrackInput(Path(r.path), r.track_name, meta))
-    return tracks, failed
+    return link_tracks(links, cfg)
 
 
 def parse_links(text):
