@@ -15,20 +15,63 @@ import soundfile as sf
 from audio_utils.matching import match_channels
 from utils.atomic_files import new_temp, no_space
 from utils.errors import InputError, OutputError
+from utils.inputs import check_regular
 
 log = logging.getLogger(__name__)
 
 WAV_SUBTYPES = {"pcm16": "PCM_16", "pcm24": "PCM_24", "float32": "FLOAT"}
+class TruncatedInput(InputError):
+    """The file's header promises more audio than the file holds (a half-copied file)."""
+
+
 def audio_info(path):
     """``(samplerate, channels, frames)`` of a file soundfile can read; InputError otherwise."""
     path = Path(path)
+    check_regular(path)  # a FIFO or device would block the open below
     try:
         info = sf.info(str(path))
     except Exception as exc:  # soundfile raises several types for bad files
         raise InputError(f"{path.name}: cannot read audio ({_reason(exc)})") from None
     if info.frames <= 0:
         raise InputError(f"{path.name}: no audio samples in file")
+    if info.format in ("WAV", "WAVEX", "RF64"):
+        promised, held = _wav_frames(path)
+        if promised is not None and held < promised:
+            raise TruncatedInput(f"{path.name}: truncated: header promises {promised} frames, "
+                             f"file holds {held}; re-copy the file")
     return info.samplerate, info.channels, info.frames
+
+
+def _wav_frames(path):
+    """``(frames the RIFF/RF64 header promises, whole frames the file holds)``, or
+    ``(None, None)`` when the header promises nothing checkable (streamed WAVs write 0 or
+    0xFFFFFFFF as the data size)."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(12)
+            if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+                return None, None
+            ds64_data, block_align, off = None, None, 12
+            while off + 8 <= size:
+                f.seek(off)
+                cid, csize = struct.unpack("<4sI", f.read(8))
+                if cid == b"ds64":
+                    ds64_data = struct.unpack("<Q", f.read(24)[8:16])[0]
+                elif cid == b"fmt ":
+                    block_align = struct.unpack("<H", f.read(14)[12:14])[0]
+                elif cid == b"data":
+                    if head[:4] == b"RF64" and csize == 0xFFFFFFFF:
+                        csize = ds64_data
+                    if not csize or csize == 0xFFFFFFFF or not block_align:
+                        return None, None
+                    return csize // block_align, (size - off - 8) // block_align
+                off += 8 + csize + (csize & 1)
+    except (OSError, struct.error):
+        pass
+    return None, None
 
 
 def read_audio(path):

@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from audio_utils import alignment
-from audio_utils.audio_io import BlockReader, audio_info, resample_file
+from audio_utils.audio_io import BlockReader, TruncatedInput, audio_info, resample_file
 from audio_utils.matching import target_channels
 from processors import vtrace_core as core
 from processors.render import OUTPUTS, RenderSettings, Sources, compute, render, shaping
 from utils.atomic_files import remove_stale_temps, write_text_atomic
 from utils.errors import InputError, SeparationError, UnknownModelError
-from utils.inputs import content_hash, file_identity
+from utils.inputs import check_regular, content_hash, file_identity
 from utils.layout import (looked_at, read_stems_record, remove_stems_record, stem_paths,
                           stems_folder, write_stems_record)
 from utils.version import __version__
@@ -449,11 +449,7 @@ def evaluate(track, cfg, settings, sources, frames, sr, w, gains, names):
 def readable_original(path, work):
     """The original as a file soundfile can seek in: itself, or decoded to a WAV in ``work``."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: file not found (dangling link?)")
-    if not path.is_file():
-        raise InputError(f"{path}: not a regular file")
-    if path.stat().st_size == 0:
+    if check_regular(path).st_size == 0:  # missing, link loop, FIFO...: never opened
         raise InputError(f"{path.name}: empty file")
     from audio_utils.audio_conversion import decode_to_wav, needs_ffmpeg
 
@@ -461,6 +457,8 @@ def readable_original(path, work):
         try:
             audio_info(path)
             return path
+        except TruncatedInput:
+            raise  # no decoder can bring back the missing part
         except InputError:
             pass  # a misnamed file (an .mp3 that is really AAC...): let ffmpeg try
     decoded = Path(work) / "original.wav"
