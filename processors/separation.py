@@ -267,7 +267,8 @@ class DemucsSeparator:
 
     def __init__(self, demucs_model: str = "htdemucs_ft", model_repo=None, device: str = "auto",
                  shifts: int = 1, overlap: float = 0.25, segment: Optional[float] = None,
-                 other_method: str = "add", precision: str = "float32", thread: Optional[int] = None,
+                 other_method: str = "add", precision: str = "float32",
+                 thread: Optional[int] = None,
                  progress: Optional[Callable[[float, float], None]] = None):
         self.demucs_model = demucs_model
         self.model_repo = None if model_repo is None else Path(model_repo)
