@@ -15,7 +15,7 @@ import soundfile as sf
 from audio_utils.matching import match_channels
 from utils.atomic_files import new_temp, no_space
 from utils.errors import InputError, OutputError
-from utils.inputs import check_regular
+from utils.inputs import check_regular, display_path
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def audio_info(path):
     if info.format in ("WAV", "WAVEX", "RF64"):
         promised, held = _wav_frames(path)
         if promised is not None and held < promised:
-            raise TruncatedInput(f"{path.name}: truncated: header promises {promised} frames, "
+            raise TruncatedInput(f"{display_path(path.name)}: truncated: header promises {promised} frames, "
                              f"file holds {held}; re-copy the file")
     return info.samplerate, info.channels, info.frames
 

@@ -296,3 +296,58 @@ def test_links_through_the_cli_mix_with_files_and_fail_alone(site, tmp_path, cap
     for p in (tmp_path / "out").rglob("*"):
         assert p.resolve().is_relative_to((tmp_path / "out").resolve())
         assert ".." not in p.name and "/" not in p.name
+
+
+@pytest.fixture
+def endless_site():
+    """A server whose /live.wav never ends (WAV header, then silence with no length); it
+    gives up by itself after 64 MiB or 30 s so a broken limit fails the test, not hangs it."""
+    sent = Counter()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "audio/wav")
+            self.end_headers()
+
+        def do_GET(self):
+            import time
+            self.send_response(200)
+            self.send_header("Content-Type", "audio/wav")
+            self.end_headers()
+            header = (b"RIFF\xff\xff\xff\xffWAVEfmt \x10\x00\x00\x00\x01\x00\x02\x00"
+                      + (SR).to_bytes(4, "little") + (SR * 4).to_bytes(4, "little")
+                      + b"\x04\x00\x10\x00data\xff\xff\xff\xff")
+            t0 = time.monotonic()
+            try:
+                self.wfile.write(header)
+                chunk = bytes(64 * 1024)
+                while sent["bytes"] < (64 << 20) and time.monotonic() - t0 < 30:
+                    self.wfile.write(chunk)
+                    sent["bytes"] += len(chunk)
+            except OSError:
+                pass  # the client hung up: what the limit should do
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", sent
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def test_endless_stream_stops_at_max_duration(endless_site, tmp_path):
+    import time
+    base, sent = endless_site
+    out = tmp_path / "dl"
+    t0 = time.monotonic()
+    [r] = _get([f"{base}/live.wav"], out, max_duration=1.0)
+    assert time.monotonic() - t0 < 10
+    assert not r.ok and r.error.startswith("too long: the stream passed max_duration=1s"), \
+        r.error
+    assert "\n" not in r.error and sent["bytes"] < (16 << 20)
+    assert not [p for p in out.iterdir() if p.name != INDEX_NAME]  # no partial download kept

@@ -148,6 +148,8 @@ def _video(ydl, info, url, folder, max_duration, refusals, index, alias):
         done = ydl.process_ie_result(info, download=True)
     except Exception as e:
         _remove_leftovers(folder, stem)
+        if info.get("id") in refusals:  # stopped by the progress hook: past max_duration
+            return _refused(*refusals.pop(info.get("id")), url=url)
         return _failed(url, describe_error(e), info)
     if info.get("id") in refusals:
         return _refused(*refusals.pop(info.get("id")), url=url)
@@ -175,6 +177,12 @@ def _youtube_dl(folder, playlist, max_duration, progress, socket_timeout, url, r
         return why
 
     def hook(d):
+        if d.get("status") == "downloading":
+            why = _over_limit_while_downloading(d, max_duration)
+            if why:
+                info = d.get("info_dict") or {}
+                refusals[info.get("id")] = (info, why)
+                raise _TooLong(why)
         if progress is None or d.get("status") not in ("downloading", "finished"):
             return
         try:
@@ -228,6 +236,45 @@ def _refusal(info, max_duration):
             and duration > max_duration:
         return (f"too long: duration={duration:.0f}s exceeds max_duration={max_duration:g}s; "
                 "raise --max-duration to allow it")
+    return None
+
+
+# With no duration and no bitrate known (a live stream, an endless direct link), a download
+# stops past this many bytes per allowed second: float32 stereo at 48 kHz, more than any
+# compressed or CD-quality audio of that length takes.
+CAP_BYTES_PER_SECOND = 48000 * 2 * 4
+CAP_SLACK_BYTES = 1 << 20
+
+
+class _TooLong(Exception):
+    """Raised from the progress hook to stop a download that passed max_duration."""
+
+
+def _over_limit_while_downloading(d, max_duration):
+    """Why a download in progress must stop (it passed max_duration), or None.
+
+    Media seconds come from the bytes at the format's bitrate (abr/tbr) when known, else a
+    byte cap (CAP_BYTES_PER_SECOND per allowed second); a known duration was checked before
+    the download started.
+    """
+    if max_duration is None:
+        return None
+    info = d.get("info_dict") or {}
+    got = int(d.get("downloaded_bytes") or 0)
+    kbps = info.get("abr") or info.get("tbr")
+    if isinstance(kbps, (int, float)) and kbps > 0:
+        seconds = got * 8 / (kbps * 1000)
+        if seconds > max_duration:
+            return (f"too long: the stream passed max_duration={max_duration:g}s while "
+                    f"downloading (about {seconds:.0f}s at {kbps:g} kbps); raise "
+                    "--max-duration, or give a link to something that ends")
+        return None
+    cap = max_duration * CAP_BYTES_PER_SECOND + CAP_SLACK_BYTES
+    if got > cap:
+        return (f"too long: the stream passed max_duration={max_duration:g}s while "
+                f"downloading (no duration or bitrate known; stopped at {got} bytes, "
+                f"the cap for {max_duration:g}s of audio); raise --max-duration, or give a "
+                "link to something that ends")
     return None
 
 
