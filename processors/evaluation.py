@@ -102,9 +102,10 @@ def evaluate_track(signals: dict, sr: int, reference: dict | None = None,
     ev = _Evaluator(sr, estoi)
     report = {"sample_rate": sr, "duration_s": round(shape[1] / sr, 3),
               "vocal_gain": vocal_gain, "stoi_kind": ev.kind}
+    # against the instrumental the blend was made from (repaired, if it was), else the model's
+    blend_base = signals.get("blend_instrumental", signals["model_instrumental"])
     report["vocal_change_db"] = ev.value(em.vocal_level_change_db(
-        signals["blended"], signals["original"], signals["model_instrumental"]),
-        "model.vocal_change_db")
+        signals["blended"], signals["original"], blend_base), "model.vocal_change_db")
     report["vocal_change_expected_db"] = ev.expected_change(vocal_gain)
     report["model"] = ev.compare("model", list(MODEL_PAIRS.items()), signals, None)
     report["reference"] = None

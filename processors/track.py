@@ -428,6 +428,10 @@ def evaluate(track, cfg, settings, sources, frames, sr, w, gains, names):
                "phase_cancel": outs["phase_cancel"] * np.float32(gains["phase_cancel"]),
                "model_instrumental": sources.instrumental.read(0, frames),
                "model_vocals": sources.vocals.read(0, frames)}
+    if settings.blend_mode != "gate" and w < 1:
+        # the instrumental the blend was made from (the repaired one when --repair changed
+        # the stems): B = w*O + (1-w)*I', so the vocal change is measured against I'
+        signals["blend_instrumental"] = (outs["blended"] - np.float32(w) * o) / np.float32(1 - w)
     if cfg.plot:
         evaluation.plot_track(names.path("eval", "png"), signals, sr)
     if not cfg.eval:

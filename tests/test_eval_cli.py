@@ -37,3 +37,14 @@ def test_eval_reports_json_csv_and_plot(song, capsys):
     assert "skipped" in capsys.readouterr().out
     with open(song["tmp"] / "out" / "vtrace_eval.csv", newline="") as f:
         assert [r["track"] for r in csv.DictReader(f)] == ["mix"]
+
+
+def test_vocal_change_is_measured_on_the_repaired_stems(song):
+    """When the repair changes the stems (the model lost 40 % of the instrumental), the blend
+    still turns the vocal down by the gain asked for, measured against what it blended."""
+    write(song["sep"] / "test" / "mix" / "no_vocals.wav", 0.6 * song["inst"])
+    assert main(["-i", str(song["dir"]), "--demucs-model", "test", "--separated-dir",
+                 str(song["sep"]), "-o", str(song["tmp"] / "out"), "--quiet", "--log-dir",
+                 str(song["tmp"] / "logs"), "--eval", "--vocal-gain-db", "-20"]) == 0
+    report = json.loads((song["tmp"] / "out/test/mix/mix_eval.json").read_text())
+    assert abs(report["vocal_change_db"] - (-20.0)) < 0.05
