@@ -48,8 +48,9 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 OTHER_METHODS = ("add", "minus")
 PRECISIONS = ("float32", "bfloat16", "auto")
 # --precision auto on a CPU with native bf16: whether bf16 is chosen. Set from
-# bench/bench_separation.py (e) on an AVX512-BF16/AMX CPU: bf16 faster in every pair (1.23x to
-# 2.33x, htdemucs), stems 46-50 dB SDR from float32 (random weights); see README, Benchmarks.
+# bench/bench_separation.py (e) on an AVX512-BF16/AMX CPU: bf16 0.99x-2.33x the speed of
+# float32 over 7 pairs (median 1.48x, htdemucs), stems 46-51 dB SDR from float32 (random
+# weights); see README, Benchmarks.
 AUTO_BF16_ON_CPU = True
 # No invented minimum length: what the model takes is separated (demucs_unittest takes a single
 # sample with shifts >= 1, whose padding lengthens the input, and 5 samples with shifts=0).
