@@ -25,15 +25,12 @@ import os
 import re
 import time
 from collections import deque
-from pathlib import Path
 
 from processors.engine import Engine
 from processors.progress import Progress
 from processors.track import TrackResult
-from utils.atomic_files import remove_stale_temps
 from utils.errors import UsageError
 from utils.extras import require
-from utils.layout import stems_folder
 
 log = logging.getLogger(__name__)
 
@@ -265,21 +262,8 @@ class _Cluster:
 
     def _clean(self, track):
         """Remove what an attempt that ended abruptly left: temporary files in the track's
-        output folder and in its stems folder."""
-        cfg = self.engine.cfg
-        remove_stale_temps(self.engine.names(track, self.out_root).folder)
-        remove_stale_temps(stems_folder(cfg.separated_dir, cfg.demucs_model, track.stems_name))
-
-    def _remove_empty(self, track):
-        """A failed track leaves no empty folder of its own (as Engine.process does)."""
-        root = Path(self.out_root)
-        folder = self.engine.names(track, root).folder
-        while folder != root and folder.is_relative_to(root):
-            try:
-                folder.rmdir()
-            except OSError:
-                return
-            folder = folder.parent
+        output and stems folders, and those folders when that leaves them empty."""
+        self.engine.discard(track, self.out_root)
 
     # ------------------------------------------------------------------ the loop
 
@@ -323,7 +307,7 @@ class _Cluster:
                         result = TrackResult(
                             track.name, str(track.path), "failed",
                             f"the Ray actor processing it died twice ({reason})")
-                        self._remove_empty(track)
+                        self._clean(track)
                     except ray.exceptions.RayError as exc:  # Engine.process never raises; Ray may
                         self._clean(track)
                         result = TrackResult(track.name, str(track.path), "failed",
