@@ -91,15 +91,23 @@ def _empty_folders(root):
 
 # ---------------------------------------------------------------- item 8: kills and SIGTERM
 
-@linux_only
-def test_sigkill_of_the_parent_ends_its_workers_and_their_temporaries(tmp_path):
+def _two_tracks_in_progress(tmp_path):
+    """Start ``main.py -t 2`` on four 20 s songs and return ``(process, worker pids)`` once
+    both processes are writing a track (the worker's and the parent's temporaries)."""
     songs, sep = make_songs(tmp_path, [f"s{i}.wav" for i in range(4)], seconds=20.0)
     proc = _start(tmp_path, songs, sep, "-t", "2", "--block-seconds", "0.5")
-    workers = []
     try:
-        # both processes are writing a track: the worker's and this process's temporaries
         _wait_for(lambda: len(_temp_folders(tmp_path / "out")) >= 2, "two tracks in progress")
-        workers = _children(proc.pid)
+    except BaseException:
+        _kill_all([proc.pid])
+        raise
+    return proc, _children(proc.pid)
+
+
+@linux_only
+def test_sigkill_of_the_parent_ends_its_workers_and_their_temporaries(tmp_path):
+    proc, workers = _two_tracks_in_progress(tmp_path)
+    try:
         assert workers, "no worker process found"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -114,12 +122,8 @@ def test_sigkill_of_the_parent_ends_its_workers_and_their_temporaries(tmp_path):
 
 @linux_only
 def test_sigterm_ends_the_run_like_ctrl_c(tmp_path):
-    songs, sep = make_songs(tmp_path, [f"s{i}.wav" for i in range(4)], seconds=20.0)
-    proc = _start(tmp_path, songs, sep, "-t", "2", "--block-seconds", "0.5")
-    workers = []
+    proc, workers = _two_tracks_in_progress(tmp_path)
     try:
-        _wait_for(lambda: len(_temp_folders(tmp_path / "out")) >= 2, "two tracks in progress")
-        workers = _children(proc.pid)
         proc.send_signal(signal.SIGTERM)  # the parent only, as timeout, docker stop, systemd
         _, err = proc.communicate(timeout=DEADLINE_S)
         assert proc.returncode == 143, err
