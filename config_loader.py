@@ -45,6 +45,10 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 ROLES = ("stems", "outputs", "run")
 
 
+# config.yaml keys of earlier releases -> today's names (read as the new key)
+RENAMED_KEYS = {"demucs_model": "model"}
+
+
 def opt(role, default, group, help, flags=(), choices=None, lo=None, hi=None, typ=None,
         nullable=False, cli=True, lo_open=False, shown=None):
     """Field metadata: what the field decides, help text, CLI flags, allowed values.
@@ -77,8 +81,9 @@ class Config:
     max_duration: float = opt("run", None, "input", "refuse links longer than this many seconds",
                               lo=0, lo_open=True, typ=float, nullable=True)
     # separation
-    demucs_model: str = opt("stems", "htdemucs_ft", "separation", "Demucs model name (or name of a "
-                            "folder holding other tools' stems in the separated layout)")
+    model: str = opt("stems", "htdemucs_ft", "separation", "Demucs model name (or name of a "
+                     "folder holding other tools' stems in the separated layout)",
+                     flags=("-n", "--demucs-model", "--demucs_model"))
     model_repo: str = opt("stems", None, "separation", "local folder of Demucs .th/.yaml models "
                           "(like demucs --repo); no download", typ=str, nullable=True)
     device: str = opt("run", "auto", "separation", "where Demucs runs (auto: cuda, then mps, then cpu)",
@@ -340,6 +345,12 @@ def load_yaml(path):
     if not isinstance(data, dict):
         raise ConfigError(f"config={path}: expected a mapping of key: value at the top level")
     known = {f.name for f in fields(Config)}
+    for old, new in RENAMED_KEYS.items():  # configs written for an earlier VTrace still load
+        if old in data:
+            if new in data:
+                raise ConfigError(f"{path}: both {old!r} and {new!r} are set; keep {new!r} "
+                                  f"({old!r} is its earlier name)")
+            data[new] = data.pop(old)
     for key in data:
         if key not in known:
             close = [k for k in known if k.replace("_", "") == str(key).replace("-", "")

@@ -120,7 +120,7 @@ def _run(cfg, typed, cfg_path, argv):
         from processors.cluster import check_cluster_options
 
         check_cluster_options(cfg)
-    model_dir = Path(cfg.separated_dir) / model_folder(cfg.demucs_model)
+    model_dir = Path(cfg.separated_dir) / model_folder(cfg.model)
     # Folders this run creates and may leave empty (every track failed or was interrupted).
     fresh = [d for d in (model_dir, model_dir.parent) if not d.exists()]
     if _make_output_folder(out_root):  # -o naming a file: a usage error, here
@@ -132,7 +132,7 @@ def _run(cfg, typed, cfg_path, argv):
             engine.check(tracks, out_root, more=len(cfg.link))  # the last usage errors
 
             log.info("VTrace: model %s, blend %s alpha=%s%s, voice_alpha=%s, config %s%s",
-                     cfg.demucs_model, cfg.blend_mode, cfg.blend_alpha,
+                     cfg.model, cfg.blend_mode, cfg.blend_alpha,
                      f" (vocal {cfg.vocal_gain_db:+g} dB)" if cfg.vocal_gain_db is not None
                      else "", cfg.voice_alpha, cfg_path, f", log {log_path}" if log_path else "")
             log.debug("command line: %s", " ".join(["vtrace", *argv]))

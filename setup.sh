@@ -138,7 +138,7 @@ fi
 step "make the demo song"
 "$VENV/bin/python" scripts/demo.py make demo/songs || fail "could not write demo/songs: check disk space"
 step "run VTrace on it (demucs_unittest: Demucs' tiny built-in model, no download)"
-"$VENV/bin/vtrace" demo/songs --demucs-model demucs_unittest --separated-dir demo/separated \
+"$VENV/bin/vtrace" demo/songs --model demucs_unittest --separated-dir demo/separated \
     -o demo/output --log-dir demo/logs -ba 0.1 --device cpu ||
     fail "VTrace failed on the demo song: see the lines above and the log in demo/logs/"
 "$VENV/bin/python" scripts/demo.py show demo/output demo/separated ||

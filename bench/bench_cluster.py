@@ -51,7 +51,7 @@ def run(root, songs, model, extra):
     sep = root / "stems" if model == "given" else root / "sep"
     shutil.rmtree(root / "sep", ignore_errors=True)
     shutil.rmtree(root / "out", ignore_errors=True)
-    argv = ["-i", str(songs), "--demucs-model", model, "--separated-dir", str(sep),
+    argv = ["-i", str(songs), "--model", model, "--separated-dir", str(sep),
             "-o", str(root / "out"), "--quiet", "--device", "cpu", "--shifts", "0",
             "--log-dir", str(root / "logs")] + extra
     t = time.perf_counter()

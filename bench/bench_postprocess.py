@@ -123,7 +123,7 @@ def main():
                 sox_cmd = [sox, "-m", "-v", str(ALPHA), str(orig), "-v", str(1 - ALPHA),
                            str(inst), str(tmp / "sox_out.wav")]
                 out = tmp / "out"
-                vt = [sys.executable, str(ROOT / "main.py"), "-i", str(orig), "--demucs-model",
+                vt = [sys.executable, str(ROOT / "main.py"), "-i", str(orig), "--model",
                       "bench", "--separated-dir", str(sep), "-o", str(out), "--quiet",
                       "--log-dir", str(tmp / "logs"), "-ba", str(ALPHA), "--wav-format",
                       "pcm16"]

@@ -49,7 +49,7 @@ def synth(folder, seconds, model):
     sf.write(stems / "no_vocals.wav", inst.T, SR, subtype="FLOAT")
     write_stems_record(stems, {
         "mix_sha256": content_hash(mix), "mix": str(mix), "model": model,
-        "settings": Config(demucs_model=model).settings("stems"),
+        "settings": Config(model=model).settings("stems"),
         "stems": {"vocals": file_identity(stems / "vocals.wav"),
                   "no_vocals": file_identity(stems / "no_vocals.wav")}})
     return mix, folder / "library"
@@ -75,7 +75,7 @@ def main():
         runner = jobs.Runner(Config(separated_dir=str(library), device="cpu"), store)
         session = store.get("bench")
         t = time.perf_counter()
-        out = runner.run(session, [str(mix)], "", {"demucs_model": model})
+        out = runner.run(session, [str(mix)], "", {"model": model})
         first = time.perf_counter() - t
         result = out.results[0]
         assert result.status == "ok", result.reason
@@ -113,7 +113,7 @@ def page(mix, library, model, repeat):
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         t = time.perf_counter()
-        out = client.predict([handle_file(str(mix))], "", demucs_model=model,
+        out = client.predict([handle_file(str(mix))], "", model=model,
                              api_name="/process")
         first = time.perf_counter() - t
         song_id = out[1]["data"][0][5]

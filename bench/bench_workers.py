@@ -28,7 +28,7 @@ def run(songs, tmp, model, repo, workers):
     sep, out = tmp / "sep", tmp / "out"
     shutil.rmtree(sep, ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, str(ROOT / "main.py"), "-i", str(songs), "--demucs-model", model,
+    cmd = [sys.executable, str(ROOT / "main.py"), "-i", str(songs), "--model", model,
            "--separated-dir", str(sep), "-o", str(out), "--quiet", "--device", "cpu",
            "--log-dir", str(tmp / "logs"), "-t", str(workers)]
     if repo:

@@ -88,16 +88,16 @@ class Engine:
     def names(self, track, out_root):
         """Where the track's outputs go (``--filename`` under ``out_root``)."""
         cfg = self.cfg
-        return OutputNames(out_root, cfg.filename, track.name, cfg.demucs_model,
+        return OutputNames(out_root, cfg.filename, track.name, cfg.model,
                            cfg.settings("outputs"))
 
     def describe(self, track, out_root):
         """A TrackPlan: where the track's outputs and stems are, and whether they are current."""
         cfg = self.cfg
         names = self.names(track, out_root)
-        stems = None if cfg.reseparate else stem_paths(cfg.separated_dir, cfg.demucs_model,
+        stems = None if cfg.reseparate else stem_paths(cfg.separated_dir, cfg.model,
                                                        track.stems_name)
-        folder = stems_folder(cfg.separated_dir, cfg.demucs_model, track.stems_name)
+        folder = stems_folder(cfg.separated_dir, cfg.model, track.stems_name)
         current = not (cfg.force or cfg.reseparate) and _safe_current(
             track, cfg.params(), names, stems, folder)
         return TrackPlan(names.folder, folder, stems, current)
@@ -208,7 +208,7 @@ class Engine:
                            folder.parent / f".{folder.name}{LOCK_NAME}")
 
     def _stems_folder(self, track):
-        return stems_folder(self.cfg.separated_dir, self.cfg.demucs_model, track.stems_name)
+        return stems_folder(self.cfg.separated_dir, self.cfg.model, track.stems_name)
 
     def _run_info(self, separated):
         """How this run went, for the manifest: command line, device and threads."""
@@ -221,7 +221,7 @@ class Engine:
         if isinstance(self.model_error, UnknownModelError):
             raise self.model_error
         if self.model_error is not None:
-            raise SeparationError(f"no stems, and demucs_model={self.cfg.demucs_model} cannot "
+            raise SeparationError(f"no stems, and model={self.cfg.model} cannot "
                                   "be loaded (the reason is printed above and in the log)")
         self.separator.separate_file(mix_path, folder)
 

@@ -79,7 +79,7 @@ def _remote_files(listing, root_url):
 def describe_models(models=None):
     """Lines for ``--list-models``: each model, its files, and where they go."""
     models = known_models() if models is None else models
-    lines = ["Demucs models (run: vtrace SONGS --demucs-model NAME; offline: "
+    lines = ["Demucs models (run: vtrace SONGS --model NAME; offline: "
              "vtrace --fetch-model NAME --model-repo DIR, then --model-repo DIR):"]
     for info in models.values():
         unique = list(dict.fromkeys(f.name for f in info.files))
@@ -146,5 +146,5 @@ def fetch_report(name, dest, done):
     total = sum(n for _, n in done)
     lines = [f"{name}: {len(done)} file(s), {_size(total)} in {os.path.abspath(dest)}:"]
     lines += [f"  {file}  {_size(n)}" for file, n in done]
-    lines.append(f"run offline with: vtrace SONGS --demucs-model {name} --model-repo {dest}")
+    lines.append(f"run offline with: vtrace SONGS --model {name} --model-repo {dest}")
     return lines

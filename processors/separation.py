@@ -148,7 +148,7 @@ def _load_model(name: str, repo: Optional[Path], vocals_only: bool = False):
                                   "the folder holding the model's .yaml/.th files")
         found = {k for kind in list_models(repo).values() for k in kind}
         if name not in found:
-            raise UnknownModelError(f"demucs_model={name} is not in model_repo={repo} (it holds: "
+            raise UnknownModelError(f"model={name} is not in model_repo={repo} (it holds: "
                                   f"{', '.join(sorted(found)) or 'no .yaml/.th files'}); "
                                   "use one of those names or another --model-repo")
     elif name != "demucs_unittest" and "/" not in name:  # "/" or hf://: a Hugging Face name
@@ -156,7 +156,7 @@ def _load_model(name: str, repo: Optional[Path], vocals_only: bool = False):
         known |= set(_parse_remote_files(REMOTE_ROOT / "files.txt"))
         if name not in known:
             raise UnknownModelError(
-                f"unknown demucs_model={name}; use one of "
+                f"unknown model={name}; use one of "
                 f"{', '.join(sorted(k for k in known if not k[0].isdigit()))}, {fix}")
     try:
         # stdout is the summary's: download chatter (prints, progress bars) goes to stderr
@@ -165,7 +165,7 @@ def _load_model(name: str, repo: Optional[Path], vocals_only: bool = False):
             return bag if bag is not None else get_model(name, repo)
     except (Exception, SystemExit) as exc:
         if repo is not None:
-            raise SeparationError(f"cannot load demucs_model={name} from model_repo={repo}: "
+            raise SeparationError(f"cannot load model={name} from model_repo={repo}: "
                                   f"{_one_line(exc)}; check or rebuild its files") from None
         import torch
         try:
@@ -175,7 +175,7 @@ def _load_model(name: str, repo: Optional[Path], vocals_only: bool = False):
         why = ("there is no network to download it" if not online
                else f"downloading failed ({_one_line(exc)})")
         raise SeparationError(
-            f"cannot load demucs_model={name}: not in the Hugging Face cache "
+            f"cannot load model={name}: not in the Hugging Face cache "
             f"({HF_HUB_CACHE}) nor the torch hub cache ({torch.hub.get_dir()}) and {why}; "
             f"run once with network access, {fix}") from None
 
@@ -250,7 +250,7 @@ class DemucsSeparator:
     """Demucs two-stem separation; the model is loaded on first use and kept for every track.
 
     Args (names match the config keys):
-        demucs_model: model name (``htdemucs_ft``, ``demucs_unittest``...) or a name in
+        model: model name (``htdemucs_ft``, ``demucs_unittest``...) or a name in
             ``model_repo``.
         model_repo: a local folder of demucs ``.yaml``/``.th`` files (demucs ``--repo``), or None
             for the Hugging Face / demucs download caches.
@@ -266,12 +266,12 @@ class DemucsSeparator:
         progress: called as ``progress(done_seconds, total_seconds)`` in audio seconds.
     """
 
-    def __init__(self, demucs_model: str = "htdemucs_ft", model_repo=None, device: str = "auto",
+    def __init__(self, model: str = "htdemucs_ft", model_repo=None, device: str = "auto",
                  shifts: int = 1, overlap: float = 0.25, segment: Optional[float] = None,
                  other_method: str = "add", precision: str = "float32",
                  thread: Optional[int] = None,
                  progress: Optional[Callable[[float, float], None]] = None):
-        self.demucs_model = demucs_model
+        self.model_name = model
         self.model_repo = None if model_repo is None else Path(model_repo)
         self.device, self.shifts, self.overlap = device, shifts, overlap
         self.segment, self.other_method, self.thread = segment, other_method, thread
@@ -296,7 +296,7 @@ class DemucsSeparator:
                 import torch
                 torch.set_num_threads(self.thread)
             try:
-                self._model = _load_model(self.demucs_model, self.model_repo,
+                self._model = _load_model(self.model_name, self.model_repo,
                                           vocals_only=self.other_method == "minus")
             except VTraceError as exc:
                 self._load_error = exc
@@ -342,12 +342,12 @@ class DemucsSeparator:
             return
         model = self.model
         if "vocals" not in model.sources:
-            raise UsageError(f"demucs_model={self.demucs_model} has no vocals source "
+            raise UsageError(f"model={self.model_name} has no vocals source "
                              f"({', '.join(model.sources)}); pick a vocals model")
         top = _max_segment(model)
         if self.segment is not None and self.segment > top:
-            raise UsageError(f"segment={self.segment} is longer than demucs_model="
-                             f"{self.demucs_model} allows (max {top:.2f} s); use --segment "
+            raise UsageError(f"segment={self.segment} is longer than model="
+                             f"{self.model_name} allows (max {top:.2f} s); use --segment "
                              f"{math.floor(top * 10) / 10} or less, or leave it unset")
         first = model.models[0] if hasattr(model, "models") else model
         seg = self.segment if self.segment is not None else min(top, float(first.segment))
@@ -419,7 +419,7 @@ class DemucsSeparator:
                     continue
                 if _TOO_SHORT in str(exc):
                     raise SeparationError(
-                        f"mix={mix_path} is too short for demucs_model={self.demucs_model} "
+                        f"mix={mix_path} is too short for model={self.model_name} "
                         f"({reader.length} samples at {self.samplerate} Hz"
                         f"{'' if self.shifts else '; --shifts 1 pads it'})") from None
                 raise SeparationError(f"Demucs failed on mix={mix_path} (device={device}): "

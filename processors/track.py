@@ -164,7 +164,7 @@ def run_track(track, cfg, names, work, separate, progress=None, run_info=None):
     channels = target_channels(file_channels)
     if file_channels > 2:
         log.warning("%s: %d channels downmixed to stereo (centre kept)", track.name, file_channels)
-    stems = find_or_separate(track, cfg.separated_dir, cfg.demucs_model,
+    stems = find_or_separate(track, cfg.separated_dir, cfg.model,
                              cfg.settings("stems"), cfg.reseparate, original, separate)
     stems_identity = stems.identity()
     timings["separation_s"] = time.perf_counter() - t
@@ -226,7 +226,7 @@ def run_track(track, cfg, names, work, separate, progress=None, run_info=None):
     removed = bool(cfg.cleanup and stems.created)
     write_manifest(names, track, input_identity, {
         "params": cfg.params(),
-        "model": cfg.demucs_model,
+        "model": cfg.model,
         "stems": {"vocals": str(stems.vocals), "no_vocals": str(stems.no_vocals),
                   "folder": str(stems.folder.resolve()), "identity": stems_identity,
                   "separated_by_this_run": stems.separated,
@@ -294,8 +294,8 @@ def find_or_separate(track, separated_dir, model, settings, reseparate, original
         raise SeparationError(
             f"no stems found for {track.name} (looked at: "
             f"{'; '.join(looked_at(separated_dir, model, track.stems_name))}) and "
-            f"demucs_model={model} is not a model VTrace can separate with: put the stems "
-            "there, or choose a Demucs model (--demucs-model htdemucs_ft) or --model-repo") \
+            f"model={model} is not a model VTrace can separate with: put the stems "
+            "there, or choose a Demucs model (--model htdemucs_ft) or --model-repo") \
             from None
     found = stem_paths(separated_dir, model, track.stems_name)
     if found is None:

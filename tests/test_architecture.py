@@ -70,7 +70,7 @@ def test_resume_params_are_the_stems_and_outputs_fields():
     by_role = {r: {f.name for f in fields(Config) if f.metadata["role"] == r} for r in ROLES}
     assert set(cfg.params()) == by_role["stems"] | by_role["outputs"]
     assert {"thread", "quiet", "output", "device", "block_seconds"} <= by_role["run"]
-    assert {"demucs_model", "shifts", "other_method"} <= by_role["stems"]
+    assert {"model", "shifts", "other_method"} <= by_role["stems"]
 
 
 def test_separator_takes_exactly_the_stems_fields():

@@ -34,7 +34,7 @@ def make_songs(root, names, seconds=1.0):
 
 
 def args(root, songs, sep, *extra, out="out"):
-    return ["-i", str(songs), "--demucs-model", "test", "--separated-dir", str(sep), "-o",
+    return ["-i", str(songs), "--model", "test", "--separated-dir", str(sep), "-o",
             str(root / out), "--log-dir", str(root / "logs"), "--quiet"] + list(extra)
 
 
@@ -172,7 +172,7 @@ def test_ctrl_c_exits_130_and_leaves_nothing_half_written(tmp_path, workers):
 
 
 def test_mp3_export_lines_up_with_the_wav(song):
-    assert main(["-i", str(song["dir"]), "--demucs-model", "test", "--separated-dir",
+    assert main(["-i", str(song["dir"]), "--model", "test", "--separated-dir",
                  str(song["sep"]), "-o", str(song["tmp"] / "out"), "--quiet", "--log-dir",
                  str(song["tmp"] / "logs"), "--convert_mp3"]) == 0
     folder = song["tmp"] / "out" / "test" / "mix"
@@ -195,7 +195,7 @@ def test_mp3_export_lines_up_with_the_wav(song):
 
 
 def test_mp3_only_keeps_no_wavs(song):
-    assert main(["-i", str(song["dir"]), "--demucs-model", "test", "--separated-dir",
+    assert main(["-i", str(song["dir"]), "--model", "test", "--separated-dir",
                  str(song["sep"]), "-o", str(song["tmp"] / "out"), "--quiet", "--log-dir",
                  str(song["tmp"] / "logs"), "--convert-to-mp3", "--mp3-only",
                  "--mp3-bitrate", "192"]) == 0

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(song, *extra, out="out"):
-    args = ["-i", str(song["dir"]), "--demucs-model", "test", "--separated-dir", str(song["sep"]),
+    args = ["-i", str(song["dir"]), "--model", "test", "--separated-dir", str(song["sep"]),
             "-o", str(song["tmp"] / out), "--log-dir", str(song["tmp"] / "logs"), "--quiet"]
     return main(args + list(extra))
 
@@ -81,7 +81,7 @@ def test_stems_at_another_rate_and_mono_original(tmp_path):
     sep = tmp_path / "sep" / "m" / "mono"
     write(sep / "vocals.wav", np.repeat(resample(vocals, SR, 48000), 2, 0), sr=48000)
     write(sep / "no_vocals.wav", np.repeat(resample(inst, SR, 48000), 2, 0), sr=48000)
-    rc = main(["-i", str(tmp_path / "in"), "--demucs-model", "m", "--separated-dir",
+    rc = main(["-i", str(tmp_path / "in"), "--model", "m", "--separated-dir",
                str(tmp_path / "sep"), "-o", str(tmp_path / "out"), "--quiet",
                "--log-dir", str(tmp_path / "logs"), "--repair", "none"])
     assert rc == 0
@@ -140,11 +140,11 @@ def test_a_bad_file_fails_alone(song, capsys):
 
 def test_output_and_separated_folders_are_not_scanned(song):
     out_inside = song["dir"] / "vtrace_output"
-    rc = main(["-i", str(song["dir"]), "--demucs-model", "test", "--separated-dir",
+    rc = main(["-i", str(song["dir"]), "--model", "test", "--separated-dir",
                str(song["sep"]), "--quiet", "--log-dir", str(song["tmp"] / "logs"),
                "--recursive"])
     assert rc == 0 and (out_inside / "test" / "mix" / "mix_blended.wav").is_file()
-    rc = main(["-i", str(song["dir"]), "--demucs-model", "test", "--separated-dir",
+    rc = main(["-i", str(song["dir"]), "--model", "test", "--separated-dir",
                str(song["sep"]), "--quiet", "--log-dir", str(song["tmp"] / "logs"),
                "--recursive", "-ba", "0.3"])
     assert rc == 0
@@ -160,7 +160,7 @@ def test_subprocess_help_and_no_torch_on_stems_only_runs(song):
         assert group in r.stdout
     code = (
         "import sys; from main import main; "
-        f"rc = main(['-i', {str(song['dir'])!r}, '--demucs-model', 'test', '--separated-dir', "
+        f"rc = main(['-i', {str(song['dir'])!r}, '--model', 'test', '--separated-dir', "
         f"{str(song['sep'])!r}, '-o', {str(song['tmp'] / 'sub')!r}, '--quiet', "
         f"'--log-dir', {str(song['tmp'] / 'logs')!r}]); "
         "print('TORCH' if 'torch' in sys.modules else 'NOTORCH'); sys.exit(rc)")
@@ -195,7 +195,7 @@ def test_offset_found_when_the_middle_of_the_track_is_silent(tmp_path):
     for name, x in (("vocals", vocals), ("no_vocals", inst)):
         write(tmp_path / "sep" / "m" / "brk" / f"{name}.wav",
               np.concatenate([np.zeros((2, lag), np.float32), x], axis=1))
-    assert main(["-i", str(tmp_path / "in"), "--demucs-model", "m", "--separated-dir",
+    assert main(["-i", str(tmp_path / "in"), "--model", "m", "--separated-dir",
                  str(tmp_path / "sep"), "-o", str(tmp_path / "out"), "--quiet",
                  "--log-dir", str(tmp_path / "logs")]) == 0
     manifest = json.loads((tmp_path / "out/m/brk/brk_vtrace.json").read_text())

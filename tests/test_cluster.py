@@ -103,7 +103,7 @@ def test_ray_local_equals_a_local_run_byte_for_byte(ray_local, tmp_path, capsys)
     vocals, inst = tone_mix(seconds=1.0, seed=7)
     write(songs / "raw.wav", vocals + inst)  # no stems: fails with model "test"
     base = ["-i", str(songs), "--log-dir", str(tmp_path / "logs"), "--quiet"]
-    stems = ["--demucs-model", "test", "--separated-dir", str(sep)]
+    stems = ["--model", "test", "--separated-dir", str(sep)]
     ray = ["--ray", "local", "--ray-workers", "2"]
     for name, extra in (("one", ["-t", "1"]), ("ray", ray)):
         assert main(base + stems + extra + ["-o", str(tmp_path / name)]) == 1
@@ -112,7 +112,7 @@ def test_ray_local_equals_a_local_run_byte_for_byte(ray_local, tmp_path, capsys)
     same_outputs(tmp_path / "one", tmp_path / "ray", ["s0", "s1", "s2"])
     # demucs_unittest separates on the actors (its weights are random per process, so the
     # stems differ between any two processes): the outputs equal a local run on those stems
-    demucs = base + ["--demucs-model", "demucs_unittest", "--shifts", "0", "--device", "cpu",
+    demucs = base + ["--model", "demucs_unittest", "--shifts", "0", "--device", "cpu",
                      "--separated-dir", str(tmp_path / "sep_d")]
     assert main(demucs + ray + ["-o", str(tmp_path / "ray_d")]) == 0
     assert main(demucs + ["-t", "1", "-o", str(tmp_path / "one_d")]) == 0
@@ -166,7 +166,7 @@ def test_joins_a_cluster_started_with_ray_start(tmp_path):
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         # relative paths: the actors (started by the head, elsewhere) resolve them as here
-        cmd = [sys.executable, str(ROOT / "main.py"), "songs", "--demucs-model", "test",
+        cmd = [sys.executable, str(ROOT / "main.py"), "songs", "--model", "test",
                "--separated-dir", "sep", "-o", "ray", "--log-dir", "logs", "--quiet", "--ray",
                "auto"]
         deadline = time.time() + 120

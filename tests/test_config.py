@@ -35,7 +35,7 @@ def test_every_option_is_on_the_command_line_in_both_spellings():
         assert f"--{f.name.replace('_', '-')}" in flags
     for short in ("-i", "-o", "-ba", "-a", "-va", "-t", "-T", "-l"):
         assert short in flags
-    assert "--convert_mp3" in flags and "--demucs-model" in flags
+    assert "--convert_mp3" in flags and "--model" in flags
 
 
 def test_file_values_apply_and_typed_options_override_only_themselves(tmp_path):
@@ -151,3 +151,20 @@ def test_billion_laughs_fails_at_once(tmp_path, capsys):
 def test_huge_config_is_refused_unread(tmp_path, capsys):
     rc, err = _run_main_with_config(tmp_path, capsys, b"# x\n" * (300 * 1024))
     assert rc == 2 and "too large" in err and err.count("\n") == 1
+
+
+def test_earlier_key_demucs_model_loads_as_model(tmp_path):
+    from config_loader import load_config
+    path = tmp_path / "c.yaml"
+    path.write_text("demucs_model: htdemucs\n")
+    cfg = load_config(["--config", str(path), "x.wav"])[0]
+    assert cfg.model == "htdemucs"
+    path.write_text("demucs_model: htdemucs\nmodel: htdemucs_ft\n")
+    with pytest.raises(Exception, match="both 'demucs_model' and 'model'"):
+        load_config(["--config", str(path), "x.wav"])
+
+
+@pytest.mark.parametrize("flag", ["--model", "-n", "--demucs-model"])
+def test_model_flags(flag):
+    from config_loader import load_config
+    assert load_config([flag, "htdemucs_6s", "x.wav"])[0].model == "htdemucs_6s"

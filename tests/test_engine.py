@@ -11,7 +11,7 @@ from utils.inputs import collect_inputs
 
 
 def _engine(song, **changes):
-    settings = {"demucs_model": "test", "separated_dir": str(song["sep"]), **changes}
+    settings = {"model": "test", "separated_dir": str(song["sep"]), **changes}
     cfg = Config(**settings).validate()
     return Engine(cfg)
 
@@ -53,7 +53,7 @@ def test_a_bad_track_is_a_result_not_an_exception(song, tmp_path):
 
 
 def test_missing_stems_mean_separation_is_needed(song, tmp_path):
-    engine = _engine(song, demucs_model="elsewhere")
+    engine = _engine(song, model="elsewhere")
     (track,) = collect_inputs([str(song["dir"])])
     plan = engine.describe(track, tmp_path / "out")
     assert plan.needs_separation and plan.stems_folder == Path(song["sep"]) / "elsewhere" / "mix"

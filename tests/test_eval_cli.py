@@ -15,7 +15,7 @@ def test_eval_reports_json_csv_and_plot(song, capsys):
     noise = 1e-3 * np.random.default_rng(0).standard_normal(song["inst"].shape)
     write(ref / "vocals.wav", song["vocals"] - noise.astype(np.float32))
     write(ref / "accompaniment.wav", song["inst"] + noise.astype(np.float32))
-    base = ["-i", str(song["dir"]), "--demucs-model", "test", "--separated-dir", str(song["sep"]),
+    base = ["-i", str(song["dir"]), "--model", "test", "--separated-dir", str(song["sep"]),
             "-o", str(song["tmp"] / "out"), "--quiet", "--log-dir", str(song["tmp"] / "logs"),
             "--eval", "--reference", str(song["tmp"] / "truth"), "-ba", "0.25"]
     assert main(base + ["--plot"]) == 0
@@ -43,7 +43,7 @@ def test_vocal_change_is_measured_on_the_repaired_stems(song):
     """When the repair changes the stems (the model lost 40 % of the instrumental), the blend
     still turns the vocal down by the gain asked for, measured against what it blended."""
     write(song["sep"] / "test" / "mix" / "no_vocals.wav", 0.6 * song["inst"])
-    assert main(["-i", str(song["dir"]), "--demucs-model", "test", "--separated-dir",
+    assert main(["-i", str(song["dir"]), "--model", "test", "--separated-dir",
                  str(song["sep"]), "-o", str(song["tmp"] / "out"), "--quiet", "--log-dir",
                  str(song["tmp"] / "logs"), "--eval", "--vocal-gain-db", "-20"]) == 0
     report = json.loads((song["tmp"] / "out/test/mix/mix_eval.json").read_text())

@@ -121,7 +121,7 @@ def test_help_and_stems_only_runs_import_no_extra(song, tmp_path):
             "    except SystemExit:\n"
             "        pass\n"
             f"print([m for m in {heavy!r} if m in sys.modules])\n")
-    args = ["-i", str(song["dir"]), "--separated-dir", str(song["sep"]), "--demucs-model",
+    args = ["-i", str(song["dir"]), "--separated-dir", str(song["sep"]), "--model",
             "test", "-o", str(tmp_path / "out"), "--log-dir", str(tmp_path / "logs"), "--quiet"]
     r = subprocess.run([sys.executable, "-c", code] + args, cwd=ROOT, capture_output=True,
                        text=True, timeout=120)

@@ -146,7 +146,7 @@ def test_ctrl_c_during_separation_with_workers_leaves_nothing(tmp_path):
         vocals, inst = tone_mix(seconds=20.0, seed=i)
         write(tmp_path / "songs" / f"s{i}.wav", vocals + inst)
     cmd = [sys.executable, str(ROOT / "main.py"), "-i", str(tmp_path / "songs"),
-           "--demucs-model", "demucs_unittest", "--device", "cpu", "--separated-dir",
+           "--model", "demucs_unittest", "--device", "cpu", "--separated-dir",
            str(tmp_path / "sep"), "-o", str(tmp_path / "out"), "--log-dir",
            str(tmp_path / "logs"), "-t", "2", "--block-seconds", "0.5"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -285,7 +285,7 @@ def test_full_disk_while_writing_stems_is_not_a_demucs_failure(tmp_path, monkeyp
     vocals, inst = tone_mix(seconds=1.0)
     write(tmp_path / "songs" / "s.wav", vocals + inst)
     _disk_full(monkeypatch)
-    assert main(["-i", str(tmp_path / "songs"), "--demucs-model", "demucs_unittest",
+    assert main(["-i", str(tmp_path / "songs"), "--model", "demucs_unittest",
                  "--device", "cpu", "--separated-dir", str(tmp_path / "sep"), "-o",
                  str(tmp_path / "out"), "--quiet", "--log-dir", str(tmp_path / "logs")]) == 1
     row = _summary_rows(capsys.readouterr().out)["s"]
@@ -399,7 +399,7 @@ def test_run_separating_into_a_stems_folder_another_run_writes_keeps_off(tmp_pat
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         held.write("4242\n")
         held.flush()
-        assert main(["-i", str(tmp_path / "songs"), "--demucs-model", "demucs_unittest",
+        assert main(["-i", str(tmp_path / "songs"), "--model", "demucs_unittest",
                      "--device", "cpu", "--separated-dir", str(tmp_path / "sep"), "-o",
                      str(tmp_path / "out"), "--quiet", "--log-dir",
                      str(tmp_path / "logs")]) == 1

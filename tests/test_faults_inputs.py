@@ -27,7 +27,7 @@ def _song(folder, name="mix", seconds=1.0, seed=0):
 
 def _cli(tmp_path, *args, timeout=60):
     """Run main.py in a child process (a hang fails the test instead of blocking it)."""
-    cmd = [sys.executable, str(ROOT / "main.py"), "--demucs-model", "test",
+    cmd = [sys.executable, str(ROOT / "main.py"), "--model", "test",
            "--separated-dir", str(tmp_path / "separated"), "--log-dir", str(tmp_path / "logs"),
            "--quiet", "--device", "cpu", *map(str, args)]
     env = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -24,7 +24,7 @@ def _song(tmp_path, name="mix"):
 
 
 def _opts(tmp_path):
-    return ["--demucs-model", "test", "--separated-dir", str(tmp_path / "sep"), "-o",
+    return ["--model", "test", "--separated-dir", str(tmp_path / "sep"), "-o",
             str(tmp_path / "out"), "--log-dir", str(tmp_path / "logs")]
 
 
@@ -76,7 +76,7 @@ def test_usage_errors_share_one_format_before_any_banner_and_leave_no_log(tmp_pa
 def test_help_lists_each_option_once():
     text = " ".join(build_parser().format_help().split())
     assert text.startswith("usage: vtrace [options] FILE|FOLDER|URL ...")
-    for hidden in ("--blend_alpha", "--demucs_model", "-T", "-a,", "--convert_mp3",
+    for hidden in ("--blend_alpha", "--model", "-T", "-a,", "--convert_mp3",
                    "--no-recursive"):
         assert hidden not in text
     for shown in ("-ba, --blend-alpha A", "--[no-]align", "--[no-]recursive",

@@ -8,7 +8,7 @@ from utils.layout import stem_paths
 
 
 def _args(tmp_path, model):
-    return ["-i", str(tmp_path / "songs"), "--demucs-model", model, "--separated-dir",
+    return ["-i", str(tmp_path / "songs"), "--model", model, "--separated-dir",
             str(tmp_path / "sep"), "-o", str(tmp_path / "out"), "--quiet", "--log-dir",
             str(tmp_path / "logs")]
 

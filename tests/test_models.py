@@ -62,7 +62,7 @@ def test_fetch_writes_a_model_repo_that_runs_offline(served, tmp_path, capsys):
 
     vocals, inst = tone_mix(seconds=1.0)
     write(tmp_path / "songs" / "s.wav", vocals + inst)
-    assert main([str(tmp_path / "songs"), "--demucs-model", "tiny", "--model-repo", str(repo),
+    assert main([str(tmp_path / "songs"), "--model", "tiny", "--model-repo", str(repo),
                  "--separated-dir", str(tmp_path / "sep"), "-o", str(tmp_path / "out"),
                  "--device", "cpu", "--quiet", "--log-dir", str(tmp_path / "logs")]) == 0
 

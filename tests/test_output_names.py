@@ -26,8 +26,8 @@ def _run(tmp_path, *extra):
 
 def test_models_are_kept_apart_by_default(tmp_path):
     _song(tmp_path)
-    assert _run(tmp_path, "--demucs-model", "m1") == 0
-    assert _run(tmp_path, "--demucs-model", "m2") == 0
+    assert _run(tmp_path, "--model", "m1") == 0
+    assert _run(tmp_path, "--model", "m2") == 0
     for model in ("m1", "m2"):
         assert (tmp_path / "out" / model / "mix" / "mix_blended.wav").is_file()
         assert (tmp_path / "out" / model / "mix" / "mix_vtrace.json").is_file()
@@ -37,13 +37,13 @@ def test_a_template_with_blend_settings_keeps_ab_runs_side_by_side(tmp_path, cap
     _song(tmp_path)
     template = "{track}/{model}-a{blend_alpha}/{output}.{ext}"
     for alpha in ("0.1", "0.5"):
-        assert _run(tmp_path, "--demucs-model", "m1", "--filename", template, "-ba", alpha) == 0
+        assert _run(tmp_path, "--model", "m1", "--filename", template, "-ba", alpha) == 0
     for alpha in ("0.1", "0.5"):
         folder = tmp_path / "out" / "mix" / f"m1-a{alpha}"
         assert {p.name for p in folder.iterdir()} == {
             "blended.wav", "vocal_residual.wav", "phase_cancel.wav", "vtrace.json"}
     capsys.readouterr()
-    assert _run(tmp_path, "--demucs-model", "m1", "--filename", template, "-ba", "0.1") == 0
+    assert _run(tmp_path, "--model", "m1", "--filename", template, "-ba", "0.1") == 0
     assert "1 skipped" in capsys.readouterr().out  # each variant resumes on its own
 
 
@@ -66,10 +66,10 @@ def test_bad_templates_are_usage_errors(template, text):
 def test_switching_to_mp3_only_removes_the_stale_wavs(tmp_path, caplog):
     _song(tmp_path)
     folder = tmp_path / "out" / "m1" / "mix"
-    assert _run(tmp_path, "--demucs-model", "m1") == 0
+    assert _run(tmp_path, "--model", "m1") == 0
     assert (folder / "mix_blended.wav").is_file()
     caplog.set_level("INFO")
-    assert _run(tmp_path, "--demucs-model", "m1", "--convert-mp3", "--mp3-only") == 0
+    assert _run(tmp_path, "--model", "m1", "--convert-mp3", "--mp3-only") == 0
     assert sorted(p.name for p in folder.iterdir()) == [
         "mix_blended.mp3", "mix_phase_cancel.mp3", "mix_vocal_residual.mp3", "mix_vtrace.json"]
     manifest = json.loads((folder / "mix_vtrace.json").read_text())

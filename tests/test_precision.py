@@ -89,7 +89,7 @@ def test_bfloat16_is_refused_up_front_where_it_would_be_emulated(monkeypatch):
 
 
 def _args(tmp_path, *extra):
-    return ["-i", str(tmp_path / "songs"), "--demucs-model", "demucs_unittest",
+    return ["-i", str(tmp_path / "songs"), "--model", "demucs_unittest",
             "--separated-dir", str(tmp_path / "sep"), "-o", str(tmp_path / "out"), "--quiet",
             "--log-dir", str(tmp_path / "logs"), "--device", "cpu"] + list(extra)
 

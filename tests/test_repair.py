@@ -160,7 +160,7 @@ def test_unknown_mode_is_a_value_error():
 def test_cli_writes_repaired_outputs_and_says_so_in_the_manifest(song):
     from main import main
 
-    common = ["-i", str(song["dir"]), "--demucs-model", "test", "--separated-dir",
+    common = ["-i", str(song["dir"]), "--model", "test", "--separated-dir",
               str(song["sep"]), "--quiet", "--log-dir", str(song["tmp"] / "logs"),
               "--wav-format", "float32"]
     # the fixture's stems sum to the mix: nothing to split, the manifest says so
@@ -211,7 +211,7 @@ def test_render_in_blocks_equals_one_block(song):
     outs = {}
     for block in ("0.5", "600"):
         out = song["tmp"] / f"out{block}"
-        assert main(["-i", str(song["dir"]), "--demucs-model", "test", "--separated-dir",
+        assert main(["-i", str(song["dir"]), "--model", "test", "--separated-dir",
                      str(song["sep"]), "--quiet", "--log-dir", str(song["tmp"] / "logs"),
                      "--wav-format", "float32", "--block-seconds", block, "-o", str(out),
                      "--residual-hpf", "90"]) == 0

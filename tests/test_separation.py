@@ -65,7 +65,7 @@ def _script_shifts(monkeypatch):
 def _reference(sep, mix, monkeypatch):
     """demucs' own in-memory separation of the whole mix with the same model and options."""
     from demucs.api import Separator
-    ref = Separator(sep.demucs_model, repo=sep.model_repo, device="cpu", shifts=sep.shifts,
+    ref = Separator(sep.model_name, repo=sep.model_repo, device="cpu", shifts=sep.shifts,
                     overlap=sep.overlap, segment=sep.segment)
     ref._model = sep.model  # same weights, and no second load
     _script_shifts(monkeypatch)
@@ -148,8 +148,8 @@ def test_minus_on_a_bag_runs_only_the_vocals_model(tmp_path, repo, monkeypatch):
 
 
 def test_unknown_names_and_repos_are_one_line_separation_errors(tmp_path, repo):
-    cases = [("no_such_model", None, "unknown demucs_model=no_such_model"),
-             ("nope", repo, "demucs_model=nope is not in model_repo="),
+    cases = [("no_such_model", None, "unknown model=no_such_model"),
+             ("nope", repo, "model=nope is not in model_repo="),
              ("tiny", tmp_path / "missing", "is not a folder")]
     for name, where, text in cases:
         with pytest.raises(SeparationError) as err:
@@ -169,7 +169,7 @@ def test_download_failure_names_model_caches_and_fix(monkeypatch):
     with pytest.raises(SeparationError) as err:
         DemucsSeparator("htdemucs_ft").check_options()
     text = str(err.value)
-    assert "demucs_model=htdemucs_ft" in text and "--model-repo" in text and "\n" not in text
+    assert "model=htdemucs_ft" in text and "--model-repo" in text and "\n" not in text
     assert "Hugging Face cache" in text and "Name or service not known" in text
 
 

@@ -10,7 +10,7 @@ from tests.conftest import SR, read, tone_mix, write
 
 
 def _args(tmp_path, *extra):
-    return ["-i", str(tmp_path / "songs"), "--demucs-model", "demucs_unittest",
+    return ["-i", str(tmp_path / "songs"), "--model", "demucs_unittest",
             "--separated-dir", str(tmp_path / "sep"), "-o", str(tmp_path / "out"), "--quiet",
             "--log-dir", str(tmp_path / "logs"), "--device", "cpu"] + list(extra)
 
@@ -108,7 +108,7 @@ def test_50_ms_clip_separates_and_a_too_short_one_fails_alone(tmp_path, capsys):
     out = capsys.readouterr().out
     rows = {line.split()[0]: line for line in out.splitlines()[2:-1]}
     assert " ok " in rows["clip"] and " ok " in rows["ok"]
-    assert "too short for demucs_model=demucs_unittest" in rows["blip"], rows["blip"]
+    assert "too short for model=demucs_unittest" in rows["blip"], rows["blip"]
     # the failed track leaves no folder: no empty stems folder, no output folder
     assert not (tmp_path / "sep" / "demucs_unittest" / "blip").exists()
     assert not list((tmp_path / "sep" / "demucs_unittest").glob(".*"))  # nor its lock

@@ -13,7 +13,7 @@ from tests.conftest import SR, read
 
 
 def run(song, *extra, out="out"):
-    return main(["-i", str(song["dir"]), "--demucs-model", "test", "--separated-dir",
+    return main(["-i", str(song["dir"]), "--model", "test", "--separated-dir",
                  str(song["sep"]), "-o", str(song["tmp"] / out), "--quiet", "--log-dir",
                  str(song["tmp"] / "logs"), "--wav-format", "float32"] + list(extra))
 

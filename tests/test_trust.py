@@ -12,7 +12,7 @@ from tests.conftest import read, tone_mix, write
 
 
 def _args(tmp_path, songs, *extra, model="test", out="out"):
-    return ["-i", str(songs), "--demucs-model", model, "--separated-dir",
+    return ["-i", str(songs), "--model", model, "--separated-dir",
             str(tmp_path / "separated"), "-o", str(tmp_path / out), "--quiet", "--log-dir",
             str(tmp_path / "logs"), "--device", "cpu", "--wav-format", "float32"] + list(extra)
 

@@ -28,13 +28,13 @@ CHROMIUM = "/usr/bin/chromium"
 
 def _library(tmp, model="test", seconds=2.0, seed=0, name="mix", cfg=None):
     """A song and its stems in a separated/ library with VTrace's record, as a CLI run with
-    ``--demucs-model model`` would leave them. Returns (mix path, library folder)."""
+    ``--model model`` would leave them. Returns (mix path, library folder)."""
     vocals, inst = tone_mix(seconds, seed=seed)
     mix = write(tmp / "songs" / f"{name}.wav", vocals + inst, subtype="PCM_16")
     folder = tmp / "library" / model / name
     write(folder / "vocals.wav", vocals)
     write(folder / "no_vocals.wav", inst)
-    cfg = cfg or Config(demucs_model=model)
+    cfg = cfg or Config(model=model)
     write_stems_record(folder, {
         "mix_sha256": content_hash(mix), "mix": str(mix), "model": model,
         "settings": cfg.settings("stems"),
@@ -57,8 +57,8 @@ def test_page_defaults_come_from_the_config():
     assert d["vocal_db"] == -20.0 and d["use_alpha"] is False  # alpha 0.1 linear = -20 dB
     assert jobs.form_defaults(Config(vocal_gain_db=-12.0))["vocal_db"] == -12.0
     assert jobs.form_defaults(Config(blend_alpha=0.0))["use_alpha"] is True  # -inf dB
-    d = jobs.form_defaults(Config(demucs_model="htdemucs", voice_alpha=0.5, eval=True))
-    assert (d["demucs_model"], d["voice_alpha"], d["eval"]) == ("htdemucs", 0.5, True)
+    d = jobs.form_defaults(Config(model="htdemucs", voice_alpha=0.5, eval=True))
+    assert (d["model"], d["voice_alpha"], d["eval"]) == ("htdemucs", 0.5, True)
 
 
 def test_page_settings_build_a_validated_config(tmp_path):
@@ -154,7 +154,7 @@ def test_a_run_uses_the_engine_and_a_bad_file_fails_alone(tmp_path):
     session = store.get("s")
     seen = []
     out = runner.run(session, [str(mix), str(_bad(tmp_path))], "",
-                     {"demucs_model": "test", "eval": True},
+                     {"model": "test", "eval": True},
                      lambda f, text: seen.append((f, text)))
     ok, bad = out.results
     assert (ok.status, bad.status) == ("ok", "failed")
@@ -180,7 +180,7 @@ def test_a_bad_link_fails_alone_with_the_cli_reason(tmp_path):
     mix, library = _library(tmp_path)
     runner, store = _runner(tmp_path, library)
     out = runner.run(store.get("s"), [str(mix)], "ftp://example.org/song\n",
-                     {"demucs_model": "test", "plot": False})
+                     {"model": "test", "plot": False})
     link, song = out.results
     assert link.status == "failed" and link.reason.startswith("malformed link url=")
     assert song.status == "ok" and out.message.startswith("1 of 2 song(s) done")
@@ -192,7 +192,7 @@ def test_stems_of_another_mix_are_not_reused(tmp_path):
     vocals, inst = tone_mix(2.0, seed=5)
     other = write(tmp_path / "other" / "mix.wav", vocals + inst)  # same name, other song
     runner, store = _runner(tmp_path, library)
-    out = runner.run(store.get("s"), [str(other)], "", {"demucs_model": "test"})
+    out = runner.run(store.get("s"), [str(other)], "", {"model": "test"})
     assert out.results[0].status == "failed"
     assert "no stems found for mix" in out.results[0].reason
 
@@ -210,7 +210,7 @@ def test_nothing_to_do_and_bad_settings_are_one_line_errors(tmp_path):
 def test_a_reblend_equals_what_the_engine_renders(tmp_path, mode, extra):
     mix, library = _library(tmp_path, seconds=3.0)
     runner, store = _runner(tmp_path, library, **extra)
-    form = {"demucs_model": "test", "blend_mode": mode, "plot": False}
+    form = {"model": "test", "blend_mode": mode, "plot": False}
     out = runner.run(store.get("s"), [str(mix)], "", form)
     path, seconds = jobs.reblend(out.songs[0], -6.0)
     assert path.name == "mix_blended_vocal-6.0dB.wav" and seconds < 5
@@ -228,7 +228,7 @@ def test_a_reblend_equals_what_the_engine_renders(tmp_path, mode, extra):
 def test_reblend_needs_a_number_and_kept_stems(tmp_path):
     mix, library = _library(tmp_path)
     runner, store = _runner(tmp_path, library)
-    song = runner.run(store.get("s"), [str(mix)], "", {"demucs_model": "test"}).songs[0]
+    song = runner.run(store.get("s"), [str(mix)], "", {"model": "test"}).songs[0]
     with pytest.raises(UsageError, match="use a number <= 0"):
         jobs.reblend(song, 3)
     song.kept = None
@@ -252,7 +252,7 @@ def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("web")
     mix, library = _library(tmp)
     config = tmp / "config.yaml"
-    config.write_text(f"separated_dir: {library}\ndemucs_model: test\ndevice: cpu\n"
+    config.write_text(f"separated_dir: {library}\nmodel: test\ndevice: cpu\n"
                       f"log_dir: {tmp / 'logs'}\n")
     port = _free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp)}
@@ -318,7 +318,7 @@ def test_client_runs_a_song_with_premade_stems_beside_a_bad_file(server):
 
 
 def test_client_separates_with_demucs_unittest(server):
-    out = _process(_client(server), [server["mix"]], demucs_model="demucs_unittest",
+    out = _process(_client(server), [server["mix"]], model="demucs_unittest",
                    plot=False, eval=True)
     assert out[1]["data"][0][1] == "ok", out[1]
     assert Path(out[4]).is_file()

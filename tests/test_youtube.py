@@ -283,7 +283,7 @@ def test_links_through_the_cli_mix_with_files_and_fail_alone(site, tmp_path, cap
     songs.mkdir()
     sf.write(songs / "local.wav", 0.3 * _tone(1.0, 220), SR)
     rc = main(["-i", str(songs), "-l", f"{base}/page.html", f"{base}/missing.wav",
-               "--download-dir", str(tmp_path / "dl"), "--demucs-model", "demucs_unittest",
+               "--download-dir", str(tmp_path / "dl"), "--model", "demucs_unittest",
                "--separated-dir", str(tmp_path / "sep"), "-o", str(tmp_path / "out"),
                "--log-dir", str(tmp_path / "logs"), "--quiet", "--device", "cpu"])
     assert rc == 1

@@ -138,7 +138,7 @@ def build(cfg, store, runner, upload_mb):
     import gradio as gr
 
     d = jobs.form_defaults(cfg)
-    models = list(dict.fromkeys([cfg.demucs_model, *MODELS]))
+    models = list(dict.fromkeys([cfg.model, *MODELS]))
     accepted = [f"{e}" for e in jobs.ACCEPTED]
     age = int(store.max_age_s)
     with gr.Blocks(title="VTrace", delete_cache=(max(60, min(age, 3600)), age)) as demo:
@@ -163,7 +163,7 @@ def build(cfg, store, runner, upload_mb):
                 preset = gr.Dropdown(["none", *PRESETS], value=d["preset"], label="Preset",
                                      info=PRESET_HELP)
                 with gr.Row():
-                    model = gr.Dropdown(models, value=d["demucs_model"], label="Model",
+                    model = gr.Dropdown(models, value=d["model"], label="Model",
                                         allow_custom_value=True,
                                         info="Demucs model (htdemucs_ft: best, slowest)")
                     device = gr.Dropdown(list(DEVICES), value=d["device"], label="Device",
@@ -232,7 +232,7 @@ def build(cfg, store, runner, upload_mb):
 
         def process(files, links, vocal_db, use_alpha, blend_alpha, blend_mode, gamma,
                     voice_alpha, residual_hpf, residual_lpf, gate_threshold_db, preset,
-                    demucs_model, device, convert_to_mp3, eval, plot,
+                    model, device, convert_to_mp3, eval, plot,
                     request: gr.Request, progress=gr.Progress()):
             """Separate and blend uploaded songs and links with these settings."""
             session = store.get(request.session_hash if request else None)

@@ -63,7 +63,7 @@ def require_web():
 # The page's settings and the Config field each one sets (``vocal_db`` sets vocal_gain_db
 # unless ``use_alpha``; a residual filter or gate of 0 / None is off).
 FORM_KEYS = ("vocal_db", "use_alpha", "blend_alpha", "blend_mode", "gamma", "voice_alpha",
-             "residual_hpf", "residual_lpf", "gate_threshold_db", "preset", "demucs_model",
+             "residual_hpf", "residual_lpf", "gate_threshold_db", "preset", "model",
              "device", "convert_to_mp3", "eval", "plot")
 
 
@@ -80,7 +80,7 @@ def form_defaults(cfg):
             "blend_alpha": cfg.blend_alpha, "blend_mode": cfg.blend_mode, "gamma": cfg.gamma,
             "voice_alpha": cfg.voice_alpha, "residual_hpf": cfg.residual_hpf or 0,
             "residual_lpf": cfg.residual_lpf or 0, "gate_threshold_db": cfg.gate_threshold_db or 0,
-            "preset": cfg.preset or "none", "demucs_model": cfg.demucs_model,
+            "preset": cfg.preset or "none", "model": cfg.model,
             "device": cfg.device, "convert_to_mp3": cfg.convert_to_mp3, "eval": cfg.eval,
             "plot": True}
 
@@ -109,7 +109,7 @@ def build_config(base, form, run_dir, separated_dir):
         gate_threshold_db=(None if form["gate_threshold_db"] in (None, "")
                            or float(form["gate_threshold_db"]) == 0
                            else float(form["gate_threshold_db"])),
-        preset=preset, demucs_model=str(form["demucs_model"]).strip(), device=form["device"],
+        preset=preset, model=str(form["model"]).strip(), device=form["device"],
         convert_to_mp3=bool(form["convert_to_mp3"]), eval=bool(form["eval"]),
         plot=bool(form["plot"]),
         # where and how: this request's folders, one track at a time, no console output
@@ -280,13 +280,13 @@ def seed_stems(track, cfg, library):
 
     if not library or Path(library).resolve() == Path(cfg.separated_dir).resolve():
         return False
-    found = stem_paths(library, cfg.demucs_model, track.stems_name)
-    dst = stems_folder(cfg.separated_dir, cfg.demucs_model, track.stems_name)
-    if found is None or stem_paths(cfg.separated_dir, cfg.demucs_model, track.stems_name):
+    found = stem_paths(library, cfg.model, track.stems_name)
+    dst = stems_folder(cfg.separated_dir, cfg.model, track.stems_name)
+    if found is None or stem_paths(cfg.separated_dir, cfg.model, track.stems_name):
         return False
     record = read_stems_record(found[0].parent)
     settings = json.loads(json.dumps(cfg.settings("stems")))
-    if not record or record.get("model") != cfg.demucs_model \
+    if not record or record.get("model") != cfg.model \
             or record.get("settings") != settings \
             or record.get("mix_sha256") != content_hash(track.path):
         return False
