@@ -76,11 +76,11 @@ def test_usage_errors_share_one_format_before_any_banner_and_leave_no_log(tmp_pa
 def test_help_lists_each_option_once():
     text = " ".join(build_parser().format_help().split())
     assert text.startswith("usage: vtrace [options] FILE|FOLDER|URL ...")
-    for hidden in ("--blend_alpha", "--model", "-T", "-a,", "--convert_mp3",
+    for hidden in ("--blend_alpha", "--demucs_model", "--demucs-model", "-T", "-a,", "--convert_mp3",
                    "--no-recursive"):
         assert hidden not in text
     for shown in ("-ba, --blend-alpha A", "--[no-]align", "--[no-]recursive",
-                  "-t, --thread N", "worker processes", "(>= 0 and <= 1; default: 0.1)",
+                  "-t, --thread N", "-n, --model MODEL", "worker processes", "(>= 0 and <= 1; default: 0.1)",
                   "{96,128,160,192,224,256,320}", "links (anything with ://) can be mixed"):
         assert shown in text, shown
     assert text.count("--blend-alpha A") == 1 and text.count("default: 0.1)") == 1
