@@ -50,8 +50,11 @@ RENAMED_KEYS = {"demucs_model": "model"}
 
 
 def opt(role, default, group, help, flags=(), choices=None, lo=None, hi=None, typ=None,
-        nullable=False, cli=True, lo_open=False, shown=None):
+        nullable=False, cli=True, lo_open=False, shown=None, joined=False):
     """Field metadata: what the field decides, help text, CLI flags, allowed values.
+
+    ``joined``: the option may be repeated on the command line, its values joined with commas
+    (``--model A --model B`` is ``A,B``); the field stays one text value.
 
     ``role`` says what a change of the value means: ``stems`` (the separation: other stems),
     ``outputs`` (what is written from the stems: other output files) or ``run`` (only how the
@@ -61,7 +64,8 @@ def opt(role, default, group, help, flags=(), choices=None, lo=None, hi=None, ty
     if role not in ROLES:
         raise ValueError(f"role={role!r}; use one of {', '.join(ROLES)}")
     meta = dict(role=role, group=group, help=help, flags=tuple(flags), choices=choices, lo=lo,
-                hi=hi, typ=typ, nullable=nullable, cli=cli, lo_open=lo_open, shown=shown)
+                hi=hi, typ=typ, nullable=nullable, cli=cli, lo_open=lo_open, shown=shown,
+                joined=joined)
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -81,11 +85,15 @@ class Config:
     max_duration: float = opt("run", None, "input", "refuse links longer than this many seconds",
                               lo=0, lo_open=True, typ=float, nullable=True)
     # separation
-    model: str = opt("stems", "htdemucs_ft", "separation", "Demucs model name (or name of a "
-                     "folder holding other tools' stems in the separated layout)",
-                     flags=("-n", "--demucs-model", "--demucs_model"))
-    model_repo: str = opt("stems", None, "separation", "local folder of Demucs .th/.yaml models "
-                          "(like demucs --repo); no download", typ=str, nullable=True)
+    model: str = opt("stems", "htdemucs_ft", "separation", "Demucs model name, or an "
+                     "audio-separator model file (RoFormer .ckpt, e.g. "
+                     "model_bs_roformer_ep_317_sdr_12.9755.ckpt; sota extra), or several "
+                     "joined with commas (or --model repeated): their stems averaged; or the "
+                     "name of a folder holding other tools' stems in the separated layout",
+                     flags=("-n", "--demucs-model", "--demucs_model"), joined=True)
+    model_repo: str = opt("stems", None, "separation", "local folder of the model files (Demucs "
+                          ".th/.yaml like demucs --repo; audio-separator .ckpt + .yaml); no "
+                          "download", typ=str, nullable=True)
     device: str = opt("run", "auto", "separation", "where Demucs runs (auto: cuda, then mps, then cpu)",
                       choices=DEVICES)
     shifts: int = opt("stems", 1, "separation", "Demucs random shifts (more = better, slower; 0 = none)",
@@ -218,6 +226,11 @@ class Config:
             check_filename(self.filename, **self.settings("outputs"))
         except (ValueError, KeyError, IndexError) as exc:
             raise ConfigError(str(exc)) from None
+        from utils.layout import model_names
+
+        if not all(model_names(self.model)):
+            raise ConfigError(f"model={self.model!r}: an empty model name; give one name, or "
+                              "several joined with commas (A,B)")
         if self.model_repo is not None and not Path(self.model_repo).is_dir():
             raise ConfigError(f"model_repo={self.model_repo} is not a folder; point --model-repo "
                               "at the folder holding the model's .yaml/.th files, or drop it")
@@ -437,6 +450,14 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (vtrace --help lists the options)")
 
 
+class _Joined(argparse.Action):
+    """A repeated option's values joined with commas (see ``opt(joined=True)``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        before = getattr(namespace, self.dest, None)
+        setattr(namespace, self.dest, values if before is None else f"{before},{values}")
+
+
 def _preferred(flag):
     return flag.replace("_", "-") if flag.startswith("--") else flag
 
@@ -511,7 +532,7 @@ def build_parser():
             kind = typ if typ in (int, float) else str
             action = g.add_argument(*names, dest=f.name, type=kind, choices=m["choices"],
                                     metavar=None if m["choices"] else _metavar(f.name),
-                                    help=help_text)
+                                    help=help_text, **({"action": _Joined} if m["joined"] else {}))
         action.shown = shorts[:1] + [dashed]
     return p
 

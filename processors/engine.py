@@ -24,7 +24,7 @@ from utils.atomic_files import (LOCK_NAME, WORK_PREFIX, no_space, output_lock,
                                 remove_stale_temps)
 from utils.errors import SeparationError, UnknownModelError, UsageError, VTraceError
 from utils.inputs import default_output_dir
-from utils.layout import OutputNames, stem_paths, stems_folder
+from utils.layout import OutputNames, model_names, stem_paths, stems_folder
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,9 @@ class Engine:
     def separator(self):
         """The separator, built on first use from the Config's ``stems`` fields."""
         if self._separator is None:
-            from processors.separation import DemucsSeparator
+            from processors.separators import make_separator
 
-            self._separator = DemucsSeparator(
+            self._separator = make_separator(
                 **self.cfg.settings("stems"), device=self.cfg.device, thread=self.threads,
                 progress=self._report_separation)
         return self._separator
@@ -215,7 +215,8 @@ class Engine:
         device = self._separator.device_used if separated and self._separator else None
         precision = self._separator.precision_ran if separated and self._separator else None
         return {"command": self.command, "device": device or "none (stems reused)",
-                "precision": precision, "torch_threads": self.threads if separated else None}
+                "precision": precision, "torch_threads": self.threads if separated else None,
+                "models": model_names(self.cfg.model)}
 
     def _separate(self, mix_path, folder):
         if isinstance(self.model_error, UnknownModelError):

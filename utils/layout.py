@@ -18,8 +18,30 @@ from utils.inputs import SOUNDFILE_EXTENSIONS
 STEMS_RECORD = "vtrace_stems.json"
 
 
+# A --model value with one of these extensions is a python-audio-separator model file
+# (RoFormer/MDX23C .ckpt, MDX-Net .onnx, VR .pth, Demucs .yaml); a bare name is a Demucs model.
+AUDIO_SEPARATOR_EXTENSIONS = (".ckpt", ".onnx", ".pth", ".yaml")
+
+
+def model_names(model):
+    """The models of a ``--model`` value: ``"A,B"`` (an ensemble) is ``["A", "B"]``."""
+    return [m.strip() for m in str(model).split(",")]
+
+
+def is_audio_separator_model(name):
+    return Path(name).suffix.lower() in AUDIO_SEPARATOR_EXTENSIONS
+
+
 def model_folder(model):
-    """The folder Demucs names after a model (``hf://org/name`` becomes ``org_name``)."""
+    """The folder Demucs names after a model (``hf://org/name`` becomes ``org_name``); an
+    audio-separator model file is named without its extension, and an ensemble ``A,B`` by its
+    members' folders joined with ``+``."""
+    names = model_names(model)
+    if len(names) > 1:
+        return "+".join(model_folder(n) for n in names)
+    model = names[0]
+    if is_audio_separator_model(model):
+        model = Path(model).stem
     return model.replace("hf://", "").replace("/", "_")
 
 
