@@ -235,8 +235,11 @@ class AudioSeparatorBackend:
         written = 0
         for i, start in enumerate(starts):
             # every chunk starts where the finished samples end (the schedule's steps and
-            # its tail chunk both start after the previous chunk's start)
-            assert start == written, (start, written)
+            # its tail chunk both start after the previous chunk's start) in 0.47.1
+            if start != written:
+                raise SeparationError(f"audio-separator's chunk schedule is not the one VTrace "
+                                      f"streams (chunk at {start}, expected {written}); use "
+                                      "audio-separator 0.47.1 (the sota extra's pin)")
             part = reader.read(start, min(start + chunk, L))
             if gain != 1:
                 part = part * g

@@ -212,3 +212,32 @@ def test_each_full_size_config_runs_on_a_short_clip(tmp_path, name):
     result = sep.separate_file(mix, tmp_path / "st")
     vocals, _ = read(result.vocals)
     assert vocals.shape == (2, SR) and np.isfinite(vocals).all() and np.abs(vocals).max() > 0
+
+
+def test_the_factory_picks_the_backend_from_the_model_name():
+    from processors.audio_separator_backend import AudioSeparatorBackend
+    from processors.ensemble import EnsembleSeparator
+    from processors.separation import DemucsSeparator
+    from processors.separators import make_separator
+
+    assert isinstance(make_separator("htdemucs_ft"), DemucsSeparator)
+    for name in ("a.ckpt", "b.ONNX", "c.pth", "htdemucs_ft.yaml"):
+        assert isinstance(make_separator(name), AudioSeparatorBackend), name
+    both = make_separator("a.ckpt, htdemucs", device="cpu")
+    assert isinstance(both, EnsembleSeparator)
+    assert [type(m) for m in both.members] == [AudioSeparatorBackend, DemucsSeparator]
+
+
+def test_stems_folder_is_the_model_name_without_extension():
+    from utils.layout import model_folder
+
+    assert model_folder(f"{BS}.ckpt") == BS  # only the extension goes, not ".9755"
+    assert model_folder("hf://org/name") == "org_name"
+    assert model_folder(f"{BS}.ckpt,{MEL}.ckpt") == f"{BS}+{MEL}"
+
+
+def test_an_empty_model_in_a_list_is_a_usage_error(tmp_path, capsys):
+    _song(tmp_path, seconds=1.0)
+    assert main(["-i", str(tmp_path / "songs"), "--model", "a.ckpt,", "--quiet",
+                 "--log-dir", str(tmp_path / "logs")]) == 2
+    assert "model='a.ckpt,': an empty model name" in capsys.readouterr().err
