@@ -135,8 +135,13 @@ class AudioSeparatorBackend:
             if online is None:
                 online = _network_reachable(_HOST)
             if not online:  # audio-separator would try to download it and fail
-                folder.mkdir(parents=True, exist_ok=True)
-                _write_empty_checks(folder / DOWNLOAD_CHECKS)
+                try:
+                    _write_empty_checks(folder / DOWNLOAD_CHECKS)
+                except OSError as exc:
+                    raise UsageError(f"cannot write {folder / DOWNLOAD_CHECKS} (offline, "
+                                     f"audio-separator needs it there): {exc.strerror or exc}; "
+                                     "make the folder writable or copy the model files to "
+                                     "one that is") from None
         separator = _make_separator(folder, self._device, self.precision_used)
         try:
             with contextlib.redirect_stdout(sys.stderr):  # stdout is the summary's

@@ -511,7 +511,7 @@ def _versions():
 
     found = {"python": platform.python_version(), "numpy": np.__version__,
              "soundfile": soundfile.__version__, "libsndfile": soundfile.__libsndfile_version__}
-    for dist in ("torch", "demucs"):
+    for dist in ("torch", "demucs", "audio-separator"):  # None where not installed
         try:
             found[dist] = version(dist)
         except PackageNotFoundError:
