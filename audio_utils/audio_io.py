@@ -156,6 +156,32 @@ class BlockReader:
         self.close()
 
 
+class SumReader:
+    """Reads the sum of the ``plus`` readers less the ``minus`` readers, ``[start, stop)`` as
+    float32 ``(channels, n)``: a target stem's rest (the other stems, or the mix less the
+    target). The readers keep their own offsets; closing them is their owner's job."""
+
+    def __init__(self, plus, minus=(), frames=None):
+        self.plus, self.minus = tuple(plus), tuple(minus)
+        both = self.plus + self.minus
+        self.frames = frames if frames is not None else max(r.frames for r in both)
+        self.channels = both[0].channels if both else None
+
+    def read(self, start, stop):
+        out = None
+        for sign, readers in ((1, self.plus), (-1, self.minus)):
+            for r in readers:
+                x = r.read(start, stop)
+                out = (x if sign > 0 else -x) if out is None else (
+                    out + x if sign > 0 else out - x)
+        if out is None:
+            return np.zeros((self.channels or 1, stop - start), np.float32)
+        return out
+
+    def close(self):
+        pass
+
+
 class BlockWriter:
     """Writes float32 ``(channels, n)`` blocks to a WAV under a temporary name.
 

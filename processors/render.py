@@ -10,7 +10,6 @@ import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
-from typing import NamedTuple
 
 import numpy as np
 
@@ -23,15 +22,29 @@ OUTPUTS = ("blended", "vocal_residual", "phase_cancel")
 PEAK_TARGET = 10 ** (-1.0 / 20)  # --normalize peak: -1 dBFS
 
 
-class Sources(NamedTuple):
-    """The three signals a track is rendered from, as ``BlockReader``s (offset applied)."""
+@dataclass
+class Sources:
+    """The signals a track is rendered from, as readers (offset applied): the original, the
+    target stem's rest (``instrumental``: no_vocals, or a ``SumReader`` of the other stems)
+    and the target stem (``vocals``).
+
+    ``stems``: every stem file's reader by name, which alignment shifts (None: the two above
+    are the files); ``gains``: ``(reader, dB)`` per stem with a --stem-gain, for the
+    rebalanced output; ``extra``: further readers to close."""
 
     original: object
     instrumental: object
     vocals: object
+    stems: dict | None = None
+    gains: tuple = ()
+    extra: tuple = ()
+
+    def files(self):
+        """The readers of the stem files."""
+        return list(self.stems.values()) if self.stems else [self.instrumental, self.vocals]
 
     def close(self):
-        for reader in self:
+        for reader in [self.original, *self.files(), *self.extra]:
             reader.close()
 
 
@@ -67,7 +80,8 @@ class RenderSettings:
 
 def render(sources, frames, sr, channels, w, settings, wav_paths, progress,
            repair_report=None):
-    """Compute and write the three outputs; returns ``(gains, peaks, loudness)`` per output.
+    """Compute and write the outputs (the three, and ``rebalanced`` with stem gains), to
+    ``wav_paths`` ``{output: path}``; returns ``(gains, peaks, loudness)`` per output.
 
     ``repair_report``, a dict, receives ``repair_summary``'s record (for the manifest).
 
@@ -78,12 +92,12 @@ def render(sources, frames, sr, channels, w, settings, wav_paths, progress,
     """
     block = max(1, int(settings.block_seconds * sr))
     plan = shaping(settings, sr)
-    peaks = dict.fromkeys(OUTPUTS, 0.0)
+    peaks = dict.fromkeys(wav_paths, 0.0)
     meters = {}
     if settings.match_loudness:
         from audio_utils.loudness import LoudnessMeter
 
-        meters = {k: LoudnessMeter(sr, channels) for k in ("original",) + OUTPUTS}
+        meters = {k: LoudnessMeter(sr, channels) for k in ("original", *wav_paths)}
 
     spans = [(a, min(frames, a + block)) for a in range(0, frames, block)]
 
@@ -147,7 +161,7 @@ def render(sources, frames, sr, channels, w, settings, wav_paths, progress,
         return writers
 
     energy = {"leftover": 0.0, "original": 0.0, "peak": 0.0}
-    writers = pass_(dict.fromkeys(OUTPUTS, 1.0), measure=True)
+    writers = pass_(dict.fromkeys(wav_paths, 1.0), measure=True)
     if repair_report is not None:
         repair_report.update(repair_summary(settings, energy))
     gains, loudness = _gains(peaks, meters, settings)
@@ -248,6 +262,8 @@ def compute(sources, start, stop, w, voice_alpha, sr, plan, stats=None, original
         weight = gate_weight(voc, sr, w_active=w, **plan["gate"])
     outs = {"blended": core.blend(o, inst, weight), "vocal_residual": v,
             "phase_cancel": core.phase_cancel(o, v)}
+    if sources.gains:  # the model's stems as they are: what no stem claimed stays at unity
+        outs["rebalanced"] = core.rebalance(o, [(r.read(a, b), db) for r, db in sources.gains])
     if (a, b) != (start, stop):
         lo, hi = start - a, stop - a
         o = o[:, lo:hi]
