@@ -551,9 +551,11 @@ def evaluate(track, cfg, settings, sources, frames, sr, w, gains, names):
         return {}
     reference = None
     if cfg.reference:
-        reference = evaluation.find_reference(Path(cfg.reference), track.stems_name)
+        reference = evaluation.find_reference(Path(cfg.reference), track.stems_name,
+                                              cfg.target_stem)
         if reference is None and track.stems_name != track.name:
-            reference = evaluation.find_reference(Path(cfg.reference), track.name)
+            reference = evaluation.find_reference(Path(cfg.reference), track.name,
+                                                  cfg.target_stem)
         if reference is None:
             log.warning("%s: no true stems under %s/%s; reference metrics skipped", track.name,
                         cfg.reference, track.stems_name)

@@ -20,7 +20,8 @@ EXTRAS = {
     "sota": {"audio-separator": "audio_separator"},
     "test": {"pytest": "pytest", "mir_eval": "mir_eval", "fast-bss-eval": "fast_bss_eval",
              "mutagen": "mutagen", "gradio": "gradio", "gradio_client": "gradio_client",
-             "playwright": "playwright", "ray": "ray", "pandas": "pandas"},
+             "playwright": "playwright", "ray": "ray", "pandas": "pandas",
+             "librosa": "librosa", "pretty_midi": "pretty_midi"},
 }
 
 _ROOT = Path(__file__).resolve().parent.parent

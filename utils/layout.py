@@ -62,7 +62,7 @@ def layout_stems(separated_dir, model, track):
     folder = stems_folder(separated_dir, model, track)
     found = {}
     if folder.is_dir():
-        for p in sorted(folder.iterdir(), key=lambda p: (p.stem, _ext_rank(p))):
+        for p in sorted(folder.iterdir(), key=_layout_order):
             if p.stem in found or p.stem in _NO_VOCALS or p.stem.startswith(".") \
                     or _ext_rank(p) is None or is_temp(p) or not p.is_file():
                 continue
@@ -81,6 +81,15 @@ def find_stems(separated_dir, model, track, wanted=None):
         return None if found is None else dict(zip(("vocals", "no_vocals"), found))
     found = layout_stems(separated_dir, model, track)
     return found if found and all(n in found for n in wanted) else None
+
+
+# Demucs' order of sources (htdemucs_6s); other tools' names follow alphabetically
+_DEMUCS_ORDER = ("drums", "bass", "other", "vocals", "guitar", "piano")
+
+
+def _layout_order(p):
+    rank = _DEMUCS_ORDER.index(p.stem) if p.stem in _DEMUCS_ORDER else len(_DEMUCS_ORDER)
+    return rank, p.stem, _ext_rank(p) if _ext_rank(p) is not None else 99
 
 
 def _ext_rank(p):
