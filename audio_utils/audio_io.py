@@ -7,6 +7,7 @@ Files are read in blocks so memory does not grow with track length.
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,8 @@ class BlockReader:
         self.lag = int(lag)
         self.polarity = int(polarity)
         self._file = sf.SoundFile(str(self.path))
+        # seek + read is one step: the renderer reads a file from several threads
+        self._lock = threading.Lock()
         # Integer PCM is read as integers and scaled here: several times faster than
         # libsndfile's own per-sample conversion to float.
         self._int = {"PCM_16": (np.int16, 1 / 32768), "PCM_24": (np.int32, 1 / 2147483648),
@@ -129,8 +132,9 @@ class BlockReader:
         frames = (np.empty if inside else np.zeros)((n, self.file_channels), dtype=np.float32)
         if hi > lo:
             try:
-                self._file.seek(lo)
-                got = self._read_into(frames[lo - a:hi - a])
+                with self._lock:
+                    self._file.seek(lo)
+                    got = self._read_into(frames[lo - a:hi - a])
             except Exception as exc:
                 raise InputError(f"{self.path.name}: read failed at sample {lo} "
                                  f"({_reason(exc)})") from None
@@ -145,6 +149,11 @@ class BlockReader:
         if self.polarity < 0:
             np.negative(frames, out=frames)
         return match_channels(frames.T, self.channels)
+
+    def clone(self):
+        """Another reader of the same file with the same channels, lag and polarity: its own
+        handle, so two threads decode (a FLAC, say) at once instead of taking turns."""
+        return BlockReader(self.path, self.channels, self.lag, self.polarity)
 
     def close(self):
         self._file.close()

@@ -8,8 +8,10 @@ stays flat however long the track is.
 
 import logging
 import math
+import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -71,6 +73,7 @@ class RenderSettings:
     normalize: str
     match_loudness: bool
     block_seconds: float
+    thread: int
 
     @classmethod
     def of(cls, settings):
@@ -115,30 +118,42 @@ def render(sources, frames, sr, channels, w, settings, wav_paths, progress,
                 peaks[k] = max(peaks[k], p)
 
         written = []
+        depth = compute_threads(settings.thread)
+        # each read thread decodes the original through its own handle
+        readers, local = [], threading.local()
+
+        def read_block(start, stop):
+            if not hasattr(local, "reader"):
+                local.reader = sources.original.clone()
+                readers.append(local.reader)
+            return read_original(replace(sources, original=local.reader), start, stop,
+                                 plan)
+
         try:
-            with ThreadPoolExecutor(1) as read_pool, ThreadPoolExecutor(1) as compute_pool, \
+            with ThreadPoolExecutor(depth) as read_pool, \
+                    ThreadPoolExecutor(depth) as compute_pool, \
                     ThreadPoolExecutor(1) as write_pool:
                 stats = [{} for _ in spans] if measure else [None] * len(spans)
-                # Three stages: decoding the original (a FLAC or other compressed input costs
-                # more than everything else one block needs), reading the stems and computing,
-                # writing. The original is read up to two blocks ahead.
-                reads = [read_pool.submit(read_original, sources, *span, plan)
-                         for span in spans[:2]]
+                # Three stages, each block through all three in order: decoding the original
+                # (a FLAC or other compressed input costs more than everything else one block
+                # needs without a repair), reading the stems and computing (the repair's STFTs
+                # are most of the work with one), writing. The first two run ``depth`` blocks
+                # at once; the original is read one block ahead of the computations.
+                reads = [read_pool.submit(read_block, *span) for span in spans[:depth + 1]]
 
                 def submit(j):
-                    if j + 2 < len(spans):
-                        reads.append(read_pool.submit(read_original, sources, *spans[j + 2],
-                                                      plan))
+                    if j + depth + 1 < len(spans):
+                        reads.append(read_pool.submit(read_block, *spans[j + depth + 1]))
                     return compute_pool.submit(
                         lambda: compute(sources, *spans[j], w, settings.voice_alpha, sr, plan,
                                         stats[j], original=reads[j].result()))
 
-                ahead = submit(0)
+                ahead = [submit(j) for j in range(min(depth, len(spans)))]
                 for i, (start, stop) in enumerate(spans):
-                    o, outs = ahead.result()
+                    o, outs = ahead.pop(0).result()
                     reads[i] = None  # done with it
-                    if i + 1 < len(spans):
-                        ahead = submit(i + 1)
+                    if i + depth < len(spans):
+                        ahead.append(submit(i + depth))
                     if measure and plan.get("repair"):
                         for key in ("leftover", "original"):
                             energy[key] += stats[i].get(key, 0.0)
@@ -158,6 +173,9 @@ def render(sources, frames, sr, channels, w, settings, wav_paths, progress,
             for wr in writers.values():
                 wr.discard()
             raise
+        finally:
+            for reader in readers:
+                reader.close()
         return writers
 
     energy = {"leftover": 0.0, "original": 0.0, "peak": 0.0}
@@ -173,6 +191,15 @@ def render(sources, frames, sr, channels, w, settings, wav_paths, progress,
     for wr in writers.values():
         wr.commit()
     return gains, peaks, loudness
+
+
+def compute_threads(workers, cores=None):
+    """Blocks computed at once by each of ``workers`` processes: the cores left to each
+    (numpy's FFTs and ufuncs release the GIL), at least 1, at most 4 (beyond that the reads
+    and writes of one track are the limit)."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return max(1, min(4, (cores or os.cpu_count() or 1) // max(1, workers)))
 
 
 def shaping(settings, sr):

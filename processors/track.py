@@ -193,13 +193,16 @@ def run_track(track, cfg, names, work, separate, progress=None, run_info=None):
         t = time.perf_counter()
         offset = alignment.Offset(0, 1, 0.0)
         aligned = cfg.align and not stems.separated  # separated here: sample-aligned already
+        checked = not (stems.separated or stems.recorded)
+        # the original's analysis windows, read once for the offset and the stems check
+        excerpts = original_excerpts(sources, frames, sr) if aligned or checked else None
         if aligned:
-            offset = align_stems(sources, frames, sr, track.name)
+            offset = align_stems(sources, excerpts, track.name)
         stems_check = None
-        if not (stems.separated or stems.recorded):
+        if checked:
             # with --no-align the outputs stay unshifted, but the check still lines them up
-            probe = None if aligned else _estimate(sources, frames, sr)
-            stems_check = check_stems(sources, frames, sr, stems.folder, probe)
+            probe = None if aligned else _estimate(sources, excerpts, sr)
+            stems_check = check_stems(sources, excerpts, stems.folder, probe)
         short = short_stems(sources, frames, sr)
         if short:
             warnings.append(short)
@@ -391,19 +394,25 @@ def open_sources(original, paths, cfg, sr, channels, work):
         raise
 
 
-def check_stems(sources, frames, sr, folder, offset=None):
+def original_excerpts(sources, frames, sr):
+    """The original over ``alignment.analysis_windows``: ``[(samples, start, stop)]``."""
+    return [(sources.original.read(a, b), a, b)
+            for a, b in alignment.analysis_windows(frames, sr)]
+
+
+def check_stems(sources, excerpts, folder, offset=None):
     """Stems with no record of VTrace's must explain the mix (``explained_db`` over the
-    alignment windows, with the readers' offset or else ``offset``) to at least
-    MIN_EXPLAINED_DB; InputError otherwise. Returns what was measured, for the manifest."""
+    ``excerpts`` of the original, ``original_excerpts``, with the readers' offset or else
+    ``offset``) to at least MIN_EXPLAINED_DB; InputError otherwise. Returns what was
+    measured, for the manifest."""
     stems = sources.files()
     kept = [(r.lag, r.polarity) for r in stems]
     if offset is not None:
         for r in stems:
             r.lag, r.polarity = offset.lag, offset.polarity
     try:
-        windows = alignment.analysis_windows(frames, sr)
-        o = np.concatenate([sources.original.read(a, b) for a, b in windows], axis=1)
-        s = np.concatenate([sum(r.read(a, b) for r in stems) for a, b in windows], axis=1)
+        o = np.concatenate([x for x, _, _ in excerpts], axis=1)
+        s = np.concatenate([sum(r.read(a, b) for r in stems) for _, a, b in excerpts], axis=1)
     finally:
         for r, (lag, polarity) in zip(stems, kept):
             r.lag, r.polarity = lag, polarity
@@ -430,10 +439,12 @@ def short_stems(sources, frames, sr):
             "vocal is the mix)")
 
 
-def align_stems(sources, frames, sr, name):
-    """Estimate the stems' offset and polarity against the original and apply it to their
-    readers (left unshifted when they do not correlate). Returns the ``alignment.Offset``."""
-    offset = _estimate(sources, frames, sr)
+def align_stems(sources, excerpts, name):
+    """Estimate the stems' offset and polarity against the ``excerpts`` of the original
+    (``original_excerpts``) and apply it to their readers (left unshifted when they do not
+    correlate). Returns the ``alignment.Offset``."""
+    sr = sources.original.samplerate
+    offset = _estimate(sources, excerpts, sr)
     if offset.confidence < alignment.MIN_CONFIDENCE:
         log.warning("%s: stems do not correlate with the original (confidence %.2f); "
                     "left unshifted", name, offset.confidence)
@@ -596,10 +607,8 @@ def at_rate(path, sr, work):
     return dst
 
 
-def _estimate(sources, frames, sr):
+def _estimate(sources, excerpts, sr):
     max_lag = int(MAX_LAG_SECONDS * sr)
-    excerpts = [(sources.original.read(a, b), a, b)
-                for a, b in alignment.analysis_windows(frames, sr)]
     ref, start, stop = max(excerpts, key=lambda e: float(np.dot(e[0].ravel(), e[0].ravel())))
     sig = sum(r.read(start - max_lag, stop + max_lag) for r in sources.files())
     return alignment.estimate_offset(ref, sig, max_lag)

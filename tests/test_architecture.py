@@ -87,8 +87,9 @@ def test_render_settings_are_config_fields_that_change_outputs_or_nothing():
     roles = {f.name: f.metadata["role"] for f in fields(Config)}
     for f in fields(RenderSettings):
         assert f.name in roles, f"RenderSettings.{f.name} is not a Config field"
-        # block_seconds only changes how the work is split: block results equal whole ones
-        assert roles[f.name] == "outputs" or f.name == "block_seconds"
+        # block_seconds and thread only change how the work is split and run in parallel:
+        # block results equal whole ones
+        assert roles[f.name] == "outputs" or f.name in ("block_seconds", "thread")
     assert RenderSettings.of(cfg).voice_alpha == cfg.voice_alpha
 
 
