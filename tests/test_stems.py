@@ -171,7 +171,7 @@ def test_two_stem_jobs_are_unchanged_by_a_full_layout(tmp_path):
 # ---------------------------------------------------------------- --midi
 
 MELODY = [(0.25, 0.65, 60), (0.70, 1.10, 64), (1.10, 1.50, 67), (1.80, 2.30, 72),
-          (2.30, 2.70, 72), (2.90, 3.50, 65)]  # legato steps and a repeated note
+          (2.36, 2.70, 72), (2.90, 3.50, 65)]  # legato steps and a repeated note
 
 
 def _sine_melody(notes, seconds=4.0):
