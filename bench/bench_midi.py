@@ -44,6 +44,7 @@ MAJOR, MINOR = (0, 2, 4, 5, 7, 9, 11), (0, 2, 3, 5, 7, 8, 10)
 # (tempo BPM, key root as MIDI note, scale) per song: different tempi, keys and modes
 STYLES = [(96, 60, MAJOR), (128, 67, MAJOR), (76, 62, MINOR), (140, 58, MINOR),
           (110, 64, MAJOR), (88, 57, MINOR)]
+KEY_NAMES = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 
 
 def melody_notes(seed, tempo, root, scale, seconds):
@@ -259,7 +260,7 @@ def main():
             ("residual", "VTrace"): [(n.start, n.end, n.pitch) for n in got],
             ("residual", "pYIN frames"): pyin_frames_to_notes(residual, SR),
         }
-        key = pretty_midi.note_number_to_name(root)[:-1] + ("" if scale == MAJOR else "m")
+        key = KEY_NAMES[root % 12] + ("" if scale == MAJOR else "m")
         for (signal, method), est in found.items():
             p, r, f = score(lead_notes, est)
             rows.append((name, signal, method, p, r, f))

@@ -376,7 +376,7 @@ def open_sources(original, paths, cfg, sr, channels, work):
         files = {k: BlockReader(at_rate(p, sr, work), channels) for k, p in paths.items()}
         readers.update(files)
         target = cfg.target_stem
-        if not cfg.multi_stem():
+        if "no_vocals" in files:  # two stems
             return Sources(readers["original"], files["no_vocals"], files["vocals"], files)
         others = [r for k, r in files.items() if k != target]
         extra = ()

@@ -168,6 +168,16 @@ def test_two_stem_jobs_are_unchanged_by_a_full_layout(tmp_path):
     np.testing.assert_allclose(_out(tmp_path, "phase_cancel.wav"), inst, atol=1e-6)
 
 
+def test_a_vocal_job_reads_demucs_four_stem_layout_without_no_vocals(tmp_path):
+    stems = _four_stems()
+    _layout(tmp_path, stems)  # what `demucs song.wav` writes: no no_vocals.wav
+    assert _run(tmp_path, "--repair", "none") == 0
+    np.testing.assert_allclose(_out(tmp_path, "phase_cancel.wav"),
+                               stems["drums"] + stems["bass"] + stems["other"], atol=1e-5)
+    manifest = json.loads((tmp_path / "out/tool/mix/mix_vtrace.json").read_text())
+    assert set(manifest["stems"]["identity"]) == set(FOUR)
+
+
 # ---------------------------------------------------------------- --midi
 
 MELODY = [(0.25, 0.65, 60), (0.70, 1.10, 64), (1.10, 1.50, 67), (1.80, 2.30, 72),

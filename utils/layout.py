@@ -73,12 +73,17 @@ def layout_stems(separated_dir, model, track):
 def find_stems(separated_dir, model, track, wanted=None):
     """The stems a job reads, ``{name: path}``, or None when the layout lacks one of them.
 
-    ``wanted`` None: a two-stem job, ``{"vocals", "no_vocals"}`` from ``stem_paths``. Else
-    the names the job needs: every stem of the full layout is returned (the target's rest is
-    the sum of the others) when all of ``wanted`` are there."""
+    ``wanted`` None: a two-stem job, ``{"vocals", "no_vocals"}`` from ``stem_paths``, else
+    a full layout with vocals (Demucs' own four stems: no_vocals is then the others' sum).
+    Else the names the job needs: every stem of the full layout is returned (the target's
+    rest is the sum of the others) when all of ``wanted`` are there."""
     if wanted is None:
         found = stem_paths(separated_dir, model, track)
-        return None if found is None else dict(zip(("vocals", "no_vocals"), found))
+        if found is not None:
+            return dict(zip(("vocals", "no_vocals"), found))
+        wanted = ("vocals",)
+        if len(layout_stems(separated_dir, model, track)) < 2:
+            return None
     found = layout_stems(separated_dir, model, track)
     return found if found and all(n in found for n in wanted) else None
 
