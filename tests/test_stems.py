@@ -287,3 +287,16 @@ def test_model_sources_table_matches_a_loaded_model():
 
     assert tuple(get_model("demucs_unittest").sources) == MODEL_SOURCES["demucs_unittest"]
     assert MODEL_SOURCES["htdemucs_6s"] == SIX
+
+
+def test_midi_without_its_extra_is_one_usage_line(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: None
+                        if name.split(".")[0] == "pretty_midi" else real(name, *a, **k))
+    _layout(tmp_path, _four_stems())
+    assert _run(tmp_path, "--midi") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('vtrace: error: --midi needs the midi extra: pip install "vtrace[midi]"')
+    assert "\n" not in err and not (tmp_path / "out" / "tool").exists()
