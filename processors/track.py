@@ -376,8 +376,10 @@ def open_sources(original, paths, cfg, sr, channels, work):
         files = {k: BlockReader(at_rate(p, sr, work), channels) for k, p in paths.items()}
         readers.update(files)
         target = cfg.target_stem
+        gains = tuple((files[k], db) for k, db in cfg.stem_gains().items())
         if "no_vocals" in files:  # two stems
-            return Sources(readers["original"], files["no_vocals"], files["vocals"], files)
+            return Sources(readers["original"], files["no_vocals"], files["vocals"], files,
+                           gains)
         others = [r for k, r in files.items() if k != target]
         extra = ()
         if cfg.other_method == "minus":
@@ -386,7 +388,6 @@ def open_sources(original, paths, cfg, sr, channels, work):
             rest = SumReader([mix], [files[target]])
         else:
             rest = SumReader(others) if others else SumReader([], [], files[target].frames)
-        gains = tuple((files[k], db) for k, db in cfg.stem_gains().items())
         return Sources(readers["original"], rest, files[target], files, gains, extra)
     except BaseException:
         for r in readers.values():

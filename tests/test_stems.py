@@ -66,6 +66,15 @@ def test_rebalance_equals_its_formula(tmp_path):
                          - (stems["drums"] + stems["bass"] + stems["other"]))) < 1e-5
 
 
+def test_a_vocal_gain_rebalances_a_two_stem_layout(tmp_path):
+    stems = _four_stems()
+    inst = stems["drums"] + stems["bass"] + stems["other"]
+    mix = _layout(tmp_path, {"vocals": stems["vocals"], "no_vocals": inst})
+    assert _run(tmp_path, "--stem-gain", "vocals=-6") == 0
+    want = mix + (10 ** (-6 / 20) - 1) * stems["vocals"]
+    assert np.max(np.abs(_out(tmp_path, "rebalanced.wav") - want)) < 1e-5
+
+
 def test_rebalance_core_leaves_what_no_stem_holds_and_its_inputs():
     rng = np.random.default_rng(0)
     o = rng.standard_normal((2, 1000)).astype(np.float32)

@@ -76,7 +76,8 @@ def find_stems(separated_dir, model, track, wanted=None):
     ``wanted`` None: a two-stem job, ``{"vocals", "no_vocals"}`` from ``stem_paths``, else
     a full layout with vocals (Demucs' own four stems: no_vocals is then the others' sum).
     Else the names the job needs: every stem of the full layout is returned (the target's
-    rest is the sum of the others) when all of ``wanted`` are there."""
+    rest is the sum of the others) when all of ``wanted`` are there; a job that names vocals
+    only takes the two stems when there is no full layout."""
     if wanted is None:
         found = stem_paths(separated_dir, model, track)
         if found is not None:
@@ -85,7 +86,12 @@ def find_stems(separated_dir, model, track, wanted=None):
         if len(layout_stems(separated_dir, model, track)) < 2:
             return None
     found = layout_stems(separated_dir, model, track)
-    return found if found and all(n in found for n in wanted) else None
+    if len(found) > 1 and all(n in found for n in wanted):
+        return found
+    if set(wanted) <= {"vocals"}:  # a vocal job with gains: the two stems will do
+        pair = stem_paths(separated_dir, model, track)
+        return None if pair is None else dict(zip(("vocals", "no_vocals"), pair))
+    return None
 
 
 # Demucs' order of sources (htdemucs_6s); other tools' names follow alphabetically
