@@ -6,14 +6,14 @@ in BPM. Monophonic: one pitch at a time, the strongest. Steps:
 
 1. mono, resampled to 22050 Hz; librosa's pYIN over the stem's pitch range (``range_for``),
    frames of 2048 samples every 256 (11.6 ms);
-2. a frame sounds when pYIN calls it voiced and its RMS is within ``FLOOR_DB`` of the stem's
-   loudest frame (bleed and reverb tails under that are not notes);
+2. a frame sounds when pYIN calls it voiced and its RMS (over ``LEVEL_FRAME``) is within
+   ``FLOOR_DB`` of the stem's loudest frame (bleed and reverb tails under that are not notes);
 3. a note starts where sound starts, where the pitch leaves the note's running median by more
    than ``SPLIT_SEMITONES`` for ``SPLIT_FRAMES`` frames in a row (a legato step), or at an
    onset of the spectral flux while sounding where the level dips and rises again by
    ``REARTICULATION_DB`` (a repeated note; another sound starting over a held note, say a
-   spoken word, does not dip it); a start a few frames after an
-   onset is moved back to it (pYIN calls a note voiced only once its period is stable);
+   spoken word, does not dip it); the start is then moved onto a spectral-flux onset near
+   it (``_snap``: pYIN's centred frames call a note voiced up to half a frame early);
 4. notes shorter than ``MIN_NOTE_S`` are dropped; pitch is the median of the note's frames,
    rounded; velocity maps the note's peak RMS from -60..0 dBFS onto 1..127;
 5. tempo: librosa's beat tracker on the same onset envelope (120 when it finds none).
@@ -36,8 +36,8 @@ FLOOR_DB = 40.0          # frames this far below the stem's loudest are not note
 SILENT_DBFS = -70.0      # a stem whose loudest frame is below this has no notes at all
 SPLIT_SEMITONES = 0.6    # a legato step: over half a semitone away from the note's median...
 SPLIT_FRAMES = 4         # ...for this many frames (46 ms; vibrato swings back sooner)
-# a repeated note: at an onset the level rises this much from its dip over the 90 ms before
-# to its peak over the 60 ms after (measured on the Oohs patch's detached notes: 6-9 dB; a
+# a repeated note: at an onset the level rises this much from its dip over the 116 ms before
+# to its peak over the 58 ms after (measured on the Oohs patch's detached notes: 6-9 dB; a
 # spoken word 10 dB under a held note: under 1 dB)
 REARTICULATION_DB = 5.0
 REARTICULATION_FRAMES = 5
