@@ -309,3 +309,22 @@ def test_midi_without_its_extra_is_one_usage_line(tmp_path, capsys, monkeypatch)
     err = capsys.readouterr().err.strip()
     assert err.startswith('vtrace: error: --midi needs the midi extra: pip install "vtrace[midi]"')
     assert "\n" not in err and not (tmp_path / "out" / "tool").exists()
+
+
+def test_a_stems_only_rebalance_imports_no_heavy_module(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _layout(tmp_path, _four_stems())
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parents[1])!r})\n"
+            "from main import main\n"
+            f"rc = main([{str(tmp_path / 'songs')!r}, '--separated-dir', "
+            f"{str(tmp_path / 'sep')!r}, '-o', {str(tmp_path / 'out')!r}, '--quiet', "
+            f"'--log-dir', {str(tmp_path / 'logs')!r}, '--model', 'tool', "
+            "'--target-stem', 'bass', '--stem-gain', 'drums=-6'])\n"
+            "print(rc, sorted(m for m in ('torch', 'demucs', 'librosa', 'pretty_midi') "
+            "if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120)
+    assert r.stdout.strip().splitlines()[-1] == "0 []", r.stderr
