@@ -19,6 +19,7 @@ GROUPS = {
     "input": "input",
     "separation": "separation (Demucs)",
     "blend": "blend and residual",
+    "stem": "target stem, rebalance and MIDI",
     "output": "output",
     "evaluation": "evaluation",
     "run": "run",
@@ -40,6 +41,9 @@ PRESETS = {
                  "wav_format": "float32"},
 }
 DEVICES = ("auto", "cpu", "cuda", "mps")
+_STEM_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+DERIVED_STEMS = ("no_vocals", "accompaniment")  # two-stem files, not stems of a model
+MAX_STEM_GAIN_DB = 40.0  # beyond this a stem's bleed in the others becomes the mix
 
 
 ROLES = ("stems", "outputs", "run")
@@ -156,6 +160,17 @@ class Config:
                       choices=REPAIR_MODES)
     align: bool = opt("outputs", True, "blend", "estimate and remove the stems' offset and polarity against "
                       "the original (--no-align skips it)")
+    # target stem, rebalance, MIDI (README: Any stem, rebalance and MIDI)
+    target_stem: str = opt("outputs", "vocals", "stem", "the stem the three outputs are about: "
+                           "its blend (turned down by the blend weight), its residual (O - "
+                           "rest) and the phase-cancel rest; another stem than vocals reads the "
+                           "model's full layout (drums, bass, other, vocals; guitar, piano with "
+                           "htdemucs_6s)", typ=str)
+    stem_gain: list = opt("outputs", [], "stem", "NAME=DB ...: also write <track>_rebalanced.wav, "
+                          "the original with each named stem changed by DB (e.g. vocals=-20 "
+                          "bass=+3 drums=-inf); reads the model's full layout")
+    midi: bool = opt("outputs", False, "stem", "also write <track>_<stem>.mid, the target "
+                     "stem's melody from its residual (pYIN; needs the midi extra)")
     # output
     filename: str = opt("outputs", "{model}/{track}/{track}_{output}.{ext}", "output",
                         "where each output goes under the output folder; fields {track}, "
@@ -220,6 +235,11 @@ class Config:
         if self.residual_hpf and self.residual_lpf and self.residual_hpf >= self.residual_lpf:
             raise ConfigError(f"residual_hpf={self.residual_hpf} must be below residual_lpf="
                               f"{self.residual_lpf}, or the residual would be silent")
+        self.stem_gains()  # NAME=DB syntax
+        if not _STEM_NAME.match(self.target_stem) or self.target_stem in DERIVED_STEMS:
+            raise ConfigError(f"target_stem={self.target_stem!r}: expected the name of one of "
+                              "the model's stems (vocals, drums, bass, other, guitar, piano, "
+                              "...), lowercase as in its stem files")
         from utils.layout import check_filename
 
         try:
@@ -242,6 +262,36 @@ class Config:
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
         return self
+
+    def stem_gains(self):
+        """``--stem-gain`` as ``{stem: dB}`` (``-inf`` mutes); ConfigError for an entry that
+        is not ``NAME=DB`` or a stem named twice."""
+        gains = {}
+        for entry in self.stem_gain:
+            name, sep, value = str(entry).partition("=")
+            name = name.strip()
+            try:
+                db = float(value)
+            except ValueError:
+                db = math.nan
+            if not sep or not _STEM_NAME.match(name) or name in DERIVED_STEMS \
+                    or math.isnan(db) or db > MAX_STEM_GAIN_DB:
+                raise ConfigError(f"stem_gain={entry!r}: expected NAME=DB with a stem name and a "
+                                  f"gain in dB up to +{MAX_STEM_GAIN_DB:g} (-inf mutes), e.g. "
+                                  "--stem-gain vocals=-20 bass=+3")
+            if name in gains:
+                raise ConfigError(f"stem_gain names {name} twice; give each stem one gain")
+            gains[name] = db
+        return gains
+
+    def multi_stem(self):
+        """Whether the job reads the model's full layout (a target other than vocals, or
+        stem gains) instead of the two-stem vocals + no_vocals."""
+        return self.target_stem != "vocals" or bool(self.stem_gain)
+
+    def named_stems(self):
+        """The stems the job names: the target, then those with a gain."""
+        return list(dict.fromkeys([self.target_stem, *self.stem_gains()]))
 
     def settings(self, *roles):
         """``{name: value}`` of the fields whose role is one of ``roles`` (in field order)."""
@@ -526,7 +576,8 @@ def build_parser():
             continue
         if typ is list:
             action = g.add_argument(*names, dest=f.name, nargs="+", action="extend",
-                                    metavar="PATH" if f.name == "input" else "URL",
+                                    metavar={"input": "PATH", "stem_gain": "NAME=DB"}.get(
+                                        f.name, "URL"),
                                     help=help_text)
         else:
             kind = typ if typ in (int, float) else str
@@ -543,7 +594,8 @@ def _metavar(name):
                "reference": "DIR", "max_duration": "SECONDS", "segment": "SECONDS",
                "residual_hpf": "HZ", "residual_lpf": "HZ", "mp3_bitrate": "KBPS",
                "ray": "ADDRESS", "ray_workers": "N", "ray_cpus_per_worker": "C",
-               "ray_gpus_per_worker": "G", "dataset_manifest": "PATH.jsonl"}
+               "ray_gpus_per_worker": "G", "dataset_manifest": "PATH.jsonl",
+               "target_stem": "NAME"}
     return special.get(name, name.split("_")[-1].upper())
 
 

@@ -7,6 +7,7 @@ Files are read in blocks so memory does not grow with track length.
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,8 @@ class BlockReader:
         self.lag = int(lag)
         self.polarity = int(polarity)
         self._file = sf.SoundFile(str(self.path))
+        # seek + read is one step: the renderer reads a file from several threads
+        self._lock = threading.Lock()
         # Integer PCM is read as integers and scaled here: several times faster than
         # libsndfile's own per-sample conversion to float.
         self._int = {"PCM_16": (np.int16, 1 / 32768), "PCM_24": (np.int32, 1 / 2147483648),
@@ -129,8 +132,9 @@ class BlockReader:
         frames = (np.empty if inside else np.zeros)((n, self.file_channels), dtype=np.float32)
         if hi > lo:
             try:
-                self._file.seek(lo)
-                got = self._read_into(frames[lo - a:hi - a])
+                with self._lock:
+                    self._file.seek(lo)
+                    got = self._read_into(frames[lo - a:hi - a])
             except Exception as exc:
                 raise InputError(f"{self.path.name}: read failed at sample {lo} "
                                  f"({_reason(exc)})") from None
@@ -146,6 +150,11 @@ class BlockReader:
             np.negative(frames, out=frames)
         return match_channels(frames.T, self.channels)
 
+    def clone(self):
+        """Another reader of the same file with the same channels, lag and polarity: its own
+        handle, so two threads decode (a FLAC, say) at once instead of taking turns."""
+        return BlockReader(self.path, self.channels, self.lag, self.polarity)
+
     def close(self):
         self._file.close()
 
@@ -154,6 +163,32 @@ class BlockReader:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class SumReader:
+    """Reads the sum of the ``plus`` readers less the ``minus`` readers, ``[start, stop)`` as
+    float32 ``(channels, n)``: a target stem's rest (the other stems, or the mix less the
+    target). The readers keep their own offsets; closing them is their owner's job."""
+
+    def __init__(self, plus, minus=(), frames=None):
+        self.plus, self.minus = tuple(plus), tuple(minus)
+        both = self.plus + self.minus
+        self.frames = frames if frames is not None else max(r.frames for r in both)
+        self.channels = both[0].channels if both else None
+
+    def read(self, start, stop):
+        out = None
+        for sign, readers in ((1, self.plus), (-1, self.minus)):
+            for r in readers:
+                x = r.read(start, stop)
+                out = (x if sign > 0 else -x) if out is None else (
+                    out + x if sign > 0 else out - x)
+        if out is None:
+            return np.zeros((self.channels or 1, stop - start), np.float32)
+        return out
+
+    def close(self):
+        pass
 
 
 class BlockWriter:

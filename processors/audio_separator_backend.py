@@ -68,14 +68,17 @@ class AudioSeparatorBackend:
         device: ``auto|cpu|cuda|mps``; precision: ``float32``, ``bfloat16`` (torch.autocast,
             what audio-separator's ``use_autocast`` runs on CPU) or ``auto``.
         thread: torch CPU threads; progress: ``progress(done_seconds, total_seconds)``.
+        all_sources: also write every source of the model as ``<source>.wav`` (Demucs'
+            multi-stem layout; a single-target model's other source is ``mix - target``).
     """
 
     def __init__(self, model, model_repo=None, device="auto", precision="float32",
-                 segment=None, thread=None, progress=None, **_demucs_only):
+                 segment=None, thread=None, progress=None, all_sources=False, **_demucs_only):
         self.model_name = model
         self.model_repo = None if model_repo is None else Path(model_repo)
         self.device, self.precision, self.segment = device, precision, segment
         self.thread, self.progress = thread, progress
+        self.all_sources = bool(all_sources)
         self.device_used = None
         self.precision_ran = None
         self._separator = None  # audio_separator.separator.Separator with the model loaded
@@ -100,6 +103,18 @@ class AudioSeparatorBackend:
         self.precision_used = resolve_precision(self.precision, self._device)
         self._load()
         self._checked = True
+
+    @property
+    def loaded(self):
+        """Whether the model is in memory (a failed load leaves it False)."""
+        return self._separator is not None
+
+    @property
+    def sources(self):
+        """The model's sources, named as Demucs names them (loads the model)."""
+        self._load()
+        return tuple(_stem_plan(self._separator.model_instance.model_data_cfgdict.training,
+                                self.model_name).names)
 
     @property
     def folder(self):
@@ -193,7 +208,7 @@ class AudioSeparatorBackend:
 
     def _write_stems(self, reader, instance, out_dir, mix_path):
         training = instance.model_data_cfgdict.training
-        plan = _stem_plan(training, self.model_name)
+        plan = _stem_plan(training, self.model_name, self.all_sources)
         writers = {name: BlockWriter(out_dir / f"{name}.wav", instance.sample_rate, 2,
                                      "float32", reader.length) for name in plan.files}
         try:
@@ -283,34 +298,35 @@ def _run_model(instance, part):
 
 
 class _StemPlan:
-    """Which model output becomes which stem file."""
+    """Which model output becomes which stem file: ``vocals`` and ``no_vocals`` always; each
+    other source under its own name (``drums``, ``bass``, ``other``...) for a model of more
+    than two sources, or for any model with ``all_sources``."""
 
-    def __init__(self, instruments, target):
+    def __init__(self, instruments, target, all_sources=False):
         names = [_demucs_name(i) for i in instruments]
         self.target = None if not target else _demucs_name(target)
         self.names = names
-        if self.target is not None:
-            self.files = ("vocals", "no_vocals")
-        elif len(names) == 2:
-            self.files = ("vocals", "no_vocals")
-        else:
-            self.files = ("vocals", "no_vocals") + tuple(n for n in names if n != "vocals")
+        extra = all_sources or (self.target is None and len(names) > 2)
+        self.files = ("vocals", "no_vocals") + (tuple(
+            n for n in names if n not in ("vocals", "no_vocals")) if extra else ())
 
     def blocks(self, est, mix):
         """``est``: (outputs, 2, n) at the mix's scale; ``mix``: (2, n)."""
         if self.target is not None:
+            rest = mix - est[0]  # exactly mix - target
             if self.target == "vocals":
-                return {"vocals": est[0], "no_vocals": mix - est[0]}
-            return {"no_vocals": est[0], "vocals": mix - est[0]}
-        vi = self.names.index("vocals")
-        others = [k for k in range(len(self.names)) if k != vi]
-        out = {"vocals": est[vi]}
-        if len(self.names) == 2:
-            out["no_vocals"] = est[others[0]]
-            return out
-        out["no_vocals"] = np.sum(est[others], axis=0)
-        for k in others:
-            out[self.names[k]] = est[k]
+                out = {"vocals": est[0], "no_vocals": rest}
+            else:
+                out = {"no_vocals": est[0], "vocals": rest}
+            by_name = {self.target: est[0]}
+            by_name.update({n: rest for n in self.names if n != self.target})
+        else:
+            by_name = dict(zip(self.names, est))
+            others = [n for n in self.names if n != "vocals"]
+            out = {"vocals": by_name["vocals"],
+                   "no_vocals": (by_name[others[0]] if len(others) == 1
+                                 else np.sum([by_name[n] for n in others], axis=0))}
+        out.update({n: by_name[n] for n in self.files if n not in out})
         return out
 
 
@@ -321,11 +337,11 @@ def _demucs_name(stem):
     return name
 
 
-def _stem_plan(training, model):
+def _stem_plan(training, model, all_sources=False):
     """The model's stems as VTrace writes them; UsageError when it has no vocals."""
     instruments = list(training.instruments)
     target = training.get("target_instrument") if hasattr(training, "get") else None
-    plan = _StemPlan(instruments, target)
+    plan = _StemPlan(instruments, target, all_sources)
     if plan.target is not None:
         if plan.target == "vocals" or plan.target in _INSTRUMENTAL:
             return plan

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from processors.track import read_manifest
 from utils.atomic_files import write_text_atomic
+from utils.layout import output_label
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +41,13 @@ class DatasetManifest:
             return None
         files = {str(f) for f in manifest.get("files", [])}
         outputs = {}
-        for name in OUTPUTS:
-            found = [names.path(name, ext) for ext in ("wav", "mp3")
-                     if names.relative(names.path(name, ext)) in files]
-            outputs[name] = str(found[0].resolve()) if found else None
+        target = self.engine.cfg.target_stem
+        for name in OUTPUTS + ("rebalanced",):
+            label = output_label(name, target)
+            found = [names.path(label, ext) for ext in ("wav", "mp3")
+                     if names.relative(names.path(label, ext)) in files]
+            if found or name in OUTPUTS:
+                outputs[name] = str(found[0].resolve()) if found else None
         offset = manifest.get("offset") or {}
         metrics = result.eval_row or None
         if metrics is not None:

@@ -19,12 +19,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from processors.track import (TrackResult, outputs_current, run_track, skipped_result)
+from processors.track import (TrackResult, outputs_current, run_track, skipped_result,
+                              stems_wanted)
 from utils.atomic_files import (LOCK_NAME, WORK_PREFIX, no_space, output_lock,
                                 remove_stale_temps)
 from utils.errors import SeparationError, UnknownModelError, UsageError, VTraceError
 from utils.inputs import default_output_dir
-from utils.layout import OutputNames, model_names, stem_paths, stems_folder
+from utils.layout import OutputNames, find_stems, layout_stems, model_names, stems_folder
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class TrackPlan:
 
     out_dir: Path
     stems_folder: Path
-    stems: tuple | None      # (vocals, no_vocals) paths when present, else None
+    stems: dict | None       # {name: path} of the job's stems when present, else None
     outputs_current: bool    # a rerun would skip it (same input, parameters, files present)
 
     @property
@@ -78,7 +79,7 @@ class Engine:
 
             self._separator = make_separator(
                 **self.cfg.settings("stems"), device=self.cfg.device, thread=self.threads,
-                progress=self._report_separation)
+                progress=self._report_separation, all_sources=self.cfg.multi_stem())
         return self._separator
 
     def _report_separation(self, done, total):
@@ -95,8 +96,8 @@ class Engine:
         """A TrackPlan: where the track's outputs and stems are, and whether they are current."""
         cfg = self.cfg
         names = self.names(track, out_root)
-        stems = None if cfg.reseparate else stem_paths(cfg.separated_dir, cfg.model,
-                                                       track.stems_name)
+        stems = None if cfg.reseparate else find_stems(cfg.separated_dir, cfg.model,
+                                                       track.stems_name, stems_wanted(cfg))
         folder = stems_folder(cfg.separated_dir, cfg.model, track.stems_name)
         current = not (cfg.force or cfg.reseparate) and _safe_current(
             track, cfg.params(), names, stems, folder)
@@ -110,9 +111,14 @@ class Engine:
         may be a folder of another tool's stems that lacks a track, or no network) is left to
         fail only the tracks that need it, each with that reason. ``more``: tracks still to
         come (links not downloaded yet), counted as needing separation."""
+        if self.cfg.midi:
+            from utils.extras import require
+
+            require("midi", "--midi")
         missing = [t.name for t in tracks if self.describe(t, out_root).needs_separation]
         missing += [f"{more} link(s)"] * bool(more)
         if not missing:
+            self._check_stem_names(tracks, None)
             return
         from processors.separation import resolve_device
 
@@ -130,6 +136,33 @@ class Engine:
                                               if len(missing) > 3 else "")
             raise UsageError(f"{exc} (needed because {len(missing)} track(s) have no stems in "
                              f"{self.cfg.separated_dir}/: {shown})") from None
+        loaded = self.model_error is None and self.separator.loaded
+        self._check_stem_names(tracks, self.separator.sources if loaded else None)
+
+    def _check_stem_names(self, tracks, sources):
+        """--target-stem / --stem-gain name stems of the model (``sources``, when loaded; a
+        Demucs model known by name; else the stems in the tracks' layouts): UsageError
+        listing them otherwise."""
+        cfg = self.cfg
+        if not cfg.multi_stem():
+            return
+        from processors.models import MODEL_SOURCES
+
+        if sources is None and cfg.model_repo is None:
+            sources = MODEL_SOURCES.get(cfg.model)
+        where = f"model={cfg.model}"
+        if sources is None:  # another tool's stems: what their layouts hold
+            sources = list(dict.fromkeys(n for t in tracks for n in layout_stems(
+                cfg.separated_dir, cfg.model, t.stems_name)))
+            where = f"the stems in {Path(cfg.separated_dir) / cfg.model}/<track>/"
+            if not sources:
+                return  # no layout at all: each track fails saying where it looked
+        unknown = [n for n in cfg.named_stems() if n not in sources]
+        if unknown:
+            flag = ("--target-stem" if unknown[0] == cfg.target_stem else "--stem-gain")
+            raise UsageError(f"{flag} {unknown[0]}: {where} has no stem {unknown[0]} (its "
+                             f"stems: {', '.join(sources)}); use one of those, or a model "
+                             "with that stem (htdemucs_6s: + guitar, piano)")
 
     def process(self, track, out_root, progress=None):
         """Process one TrackInput into ``out_root/<track>/``; returns a TrackResult and never

@@ -15,7 +15,7 @@ import numpy as np
 
 from audio_utils.audio_io import BlockReader, BlockWriter, audio_info
 from processors.separation import SeparationResult
-from utils.atomic_files import remove_stale_temps
+from utils.atomic_files import is_temp, remove_stale_temps
 from utils.errors import OutputError, SeparationError
 from utils.layout import model_folder
 
@@ -46,9 +46,25 @@ class EnsembleSeparator:
     def names(self):
         return [m.model_name for m in self.members]
 
+    @property
+    def loaded(self):
+        return all(m.loaded for m in self.members)
+
+    @property
+    def sources(self):
+        """The sources every member has, in the first member's order."""
+        common = set.intersection(*(set(m.sources) for m in self.members))
+        return tuple(s for s in self.members[0].sources if s in common)
+
     def check_options(self):
         for m in self.members:
             m.check_options()
+
+    def _files(self, folders):
+        """``vocals.wav``, ``no_vocals.wav``, then the other stem files every member wrote."""
+        common = set.intersection(*({p.name for p in f.glob("*.wav") if not is_temp(p)}
+                                     for f in folders))
+        return list(STEMS) + sorted(n for n in common if n not in STEMS)
 
     def separate_file(self, mix_path, out_dir) -> SeparationResult:
         t0 = time.perf_counter()
@@ -69,7 +85,7 @@ class EnsembleSeparator:
                                   "of one rate")
         sr = results[0].samplerate
         out_dir.mkdir(parents=True, exist_ok=True)
-        for name in STEMS:
+        for name in self._files(folders):
             _average_files([f / name for f in folders], out_dir / name, sr)
         self.device_used = ",".join(dict.fromkeys(r.device for r in results))
         self.precision_ran = ",".join(dict.fromkeys(r.precision for r in results))

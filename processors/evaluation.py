@@ -253,12 +253,14 @@ def _match_reference(reference: dict, sr: int, shape: tuple) -> dict:
     return out
 
 
-def find_reference(reference_dir: Path, track: str) -> dict | None:
+def find_reference(reference_dir: Path, track: str, target: str = "vocals") -> dict | None:
     """Load true stems of ``track`` from ``<reference_dir>/<track>/``, or None if absent.
 
     Layouts, first match wins: vocals.* + accompaniment.*; vocals.* + no_vocals.*; vocals.* +
     drums.* + bass.* + other.* (MUSDB; summed into the accompaniment). Any extension in
-    ``SOUNDFILE_EXTENSIONS``.
+    ``SOUNDFILE_EXTENSIONS``. With another ``target`` stem (``--target-stem``), ``<target>.*``
+    takes the vocals' place and the accompaniment is every other stem of the folder summed
+    (``accompaniment``, ``no_vocals`` and a ``mixture`` left out).
 
     Returns:
         {"vocals", "accompaniment": float32 (channels, samples), "sr": int, "layout": str,
@@ -272,12 +274,16 @@ def find_reference(reference_dir: Path, track: str) -> dict | None:
              if p.suffix.lower() in SOUNDFILE_EXTENSIONS and p.is_file()}
     layouts = [("accompaniment", ["accompaniment"]), ("no_vocals", ["no_vocals"]),
                ("drums+bass+other", ["drums", "bass", "other"])]
-    if "vocals" not in stems:
-        logger.warning("reference %s has no vocals.* stem; skipping reference metrics", folder)
+    if target != "vocals":
+        rest = [k for k in stems if k not in (target, "accompaniment", "no_vocals", "mixture")]
+        layouts = [(f"{target}+" + "+".join(rest), rest)] if rest else []
+    if target not in stems:
+        logger.warning("reference %s has no %s.* stem; skipping reference metrics", folder,
+                       target)
         return None
     for layout, parts in layouts:
         if all(p in stems for p in parts):
-            vocals, sr = _load(stems["vocals"])
+            vocals, sr = _load(stems[target])
             loaded = [_load(stems[p]) for p in parts]
             if any(s != sr for _, s in loaded) or any(a.shape != vocals.shape
                                                       for a, _ in loaded):
@@ -285,7 +291,7 @@ def find_reference(reference_dir: Path, track: str) -> dict | None:
                                  "shape; they must come from one song at one rate")
             accompaniment = np.sum([a for a, _ in loaded], axis=0, dtype=np.float32)
             return {"vocals": vocals, "accompaniment": accompaniment, "sr": sr,
-                    "layout": layout, "files": [stems[p].name for p in ["vocals"] + parts]}
+                    "layout": layout, "files": [stems[p].name for p in [target] + parts]}
     logger.warning("reference %s has no accompaniment.*, no_vocals.* or drums+bass+other; "
                    "skipping reference metrics", folder)
     return None

@@ -23,6 +23,15 @@ log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 
+# The sources of the models demucs 4.1 knows by name. They are stored in the weights, so they
+# are written here to check --target-stem / --stem-gain before any track runs, without loading
+# (or downloading) a model; tests/test_stems.py checks demucs_unittest's against the loaded one.
+_FOUR = ("drums", "bass", "other", "vocals")
+MODEL_SOURCES = {**{name: _FOUR for name in (
+    "htdemucs", "htdemucs_ft", "hdemucs_mmi", "mdx", "mdx_extra", "mdx_q", "mdx_extra_q",
+    "repro_mdx_a", "repro_mdx_a_hybrid_only", "repro_mdx_a_time_only", "demucs_unittest")},
+    "htdemucs_6s": _FOUR + ("guitar", "piano")}
+
 
 @dataclass(frozen=True)
 class ModelFile:

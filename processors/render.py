@@ -8,9 +8,10 @@ stays flat however long the track is.
 
 import logging
 import math
+import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
-from typing import NamedTuple
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -23,15 +24,29 @@ OUTPUTS = ("blended", "vocal_residual", "phase_cancel")
 PEAK_TARGET = 10 ** (-1.0 / 20)  # --normalize peak: -1 dBFS
 
 
-class Sources(NamedTuple):
-    """The three signals a track is rendered from, as ``BlockReader``s (offset applied)."""
+@dataclass
+class Sources:
+    """The signals a track is rendered from, as readers (offset applied): the original, the
+    target stem's rest (``instrumental``: no_vocals, or a ``SumReader`` of the other stems)
+    and the target stem (``vocals``).
+
+    ``stems``: every stem file's reader by name, which alignment shifts (None: the two above
+    are the files); ``gains``: ``(reader, dB)`` per stem with a --stem-gain, for the
+    rebalanced output; ``extra``: further readers to close."""
 
     original: object
     instrumental: object
     vocals: object
+    stems: dict | None = None
+    gains: tuple = ()
+    extra: tuple = ()
+
+    def files(self):
+        """The readers of the stem files."""
+        return list(self.stems.values()) if self.stems else [self.instrumental, self.vocals]
 
     def close(self):
-        for reader in self:
+        for reader in [self.original, *self.files(), *self.extra]:
             reader.close()
 
 
@@ -58,6 +73,7 @@ class RenderSettings:
     normalize: str
     match_loudness: bool
     block_seconds: float
+    thread: int
 
     @classmethod
     def of(cls, settings):
@@ -67,7 +83,8 @@ class RenderSettings:
 
 def render(sources, frames, sr, channels, w, settings, wav_paths, progress,
            repair_report=None):
-    """Compute and write the three outputs; returns ``(gains, peaks, loudness)`` per output.
+    """Compute and write the outputs (the three, and ``rebalanced`` with stem gains), to
+    ``wav_paths`` ``{output: path}``; returns ``(gains, peaks, loudness)`` per output.
 
     ``repair_report``, a dict, receives ``repair_summary``'s record (for the manifest).
 
@@ -78,12 +95,12 @@ def render(sources, frames, sr, channels, w, settings, wav_paths, progress,
     """
     block = max(1, int(settings.block_seconds * sr))
     plan = shaping(settings, sr)
-    peaks = dict.fromkeys(OUTPUTS, 0.0)
+    peaks = dict.fromkeys(wav_paths, 0.0)
     meters = {}
     if settings.match_loudness:
         from audio_utils.loudness import LoudnessMeter
 
-        meters = {k: LoudnessMeter(sr, channels) for k in ("original",) + OUTPUTS}
+        meters = {k: LoudnessMeter(sr, channels) for k in ("original", *wav_paths)}
 
     spans = [(a, min(frames, a + block)) for a in range(0, frames, block)]
 
@@ -101,30 +118,42 @@ def render(sources, frames, sr, channels, w, settings, wav_paths, progress,
                 peaks[k] = max(peaks[k], p)
 
         written = []
+        depth = compute_threads(settings.thread)
+        # each read thread decodes the original through its own handle
+        readers, local = [], threading.local()
+
+        def read_block(start, stop):
+            if not hasattr(local, "reader"):
+                local.reader = sources.original.clone()
+                readers.append(local.reader)
+            return read_original(replace(sources, original=local.reader), start, stop,
+                                 plan)
+
         try:
-            with ThreadPoolExecutor(1) as read_pool, ThreadPoolExecutor(1) as compute_pool, \
+            with ThreadPoolExecutor(depth) as read_pool, \
+                    ThreadPoolExecutor(depth) as compute_pool, \
                     ThreadPoolExecutor(1) as write_pool:
                 stats = [{} for _ in spans] if measure else [None] * len(spans)
-                # Three stages: decoding the original (a FLAC or other compressed input costs
-                # more than everything else one block needs), reading the stems and computing,
-                # writing. The original is read up to two blocks ahead.
-                reads = [read_pool.submit(read_original, sources, *span, plan)
-                         for span in spans[:2]]
+                # Three stages, each block through all three in order: decoding the original
+                # (a FLAC or other compressed input costs more than everything else one block
+                # needs without a repair), reading the stems and computing (the repair's STFTs
+                # are most of the work with one), writing. The first two run ``depth`` blocks
+                # at once; the original is read one block ahead of the computations.
+                reads = [read_pool.submit(read_block, *span) for span in spans[:depth + 1]]
 
                 def submit(j):
-                    if j + 2 < len(spans):
-                        reads.append(read_pool.submit(read_original, sources, *spans[j + 2],
-                                                      plan))
+                    if j + depth + 1 < len(spans):
+                        reads.append(read_pool.submit(read_block, *spans[j + depth + 1]))
                     return compute_pool.submit(
                         lambda: compute(sources, *spans[j], w, settings.voice_alpha, sr, plan,
                                         stats[j], original=reads[j].result()))
 
-                ahead = submit(0)
+                ahead = [submit(j) for j in range(min(depth, len(spans)))]
                 for i, (start, stop) in enumerate(spans):
-                    o, outs = ahead.result()
+                    o, outs = ahead.pop(0).result()
                     reads[i] = None  # done with it
-                    if i + 1 < len(spans):
-                        ahead = submit(i + 1)
+                    if i + depth < len(spans):
+                        ahead.append(submit(i + depth))
                     if measure and plan.get("repair"):
                         for key in ("leftover", "original"):
                             energy[key] += stats[i].get(key, 0.0)
@@ -144,10 +173,13 @@ def render(sources, frames, sr, channels, w, settings, wav_paths, progress,
             for wr in writers.values():
                 wr.discard()
             raise
+        finally:
+            for reader in readers:
+                reader.close()
         return writers
 
     energy = {"leftover": 0.0, "original": 0.0, "peak": 0.0}
-    writers = pass_(dict.fromkeys(OUTPUTS, 1.0), measure=True)
+    writers = pass_(dict.fromkeys(wav_paths, 1.0), measure=True)
     if repair_report is not None:
         repair_report.update(repair_summary(settings, energy))
     gains, loudness = _gains(peaks, meters, settings)
@@ -159,6 +191,15 @@ def render(sources, frames, sr, channels, w, settings, wav_paths, progress,
     for wr in writers.values():
         wr.commit()
     return gains, peaks, loudness
+
+
+def compute_threads(workers, cores=None):
+    """Blocks computed at once by each of ``workers`` processes: the cores left to each
+    (numpy's FFTs and ufuncs release the GIL), at least 1, at most 4 (beyond that the reads
+    and writes of one track are the limit)."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return max(1, min(4, (cores or os.cpu_count() or 1) // max(1, workers)))
 
 
 def shaping(settings, sr):
@@ -248,6 +289,8 @@ def compute(sources, start, stop, w, voice_alpha, sr, plan, stats=None, original
         weight = gate_weight(voc, sr, w_active=w, **plan["gate"])
     outs = {"blended": core.blend(o, inst, weight), "vocal_residual": v,
             "phase_cancel": core.phase_cancel(o, v)}
+    if sources.gains:  # the model's stems as they are: what no stem claimed stays at unity
+        outs["rebalanced"] = core.rebalance(o, [(r.read(a, b), db) for r, db in sources.gains])
     if (a, b) != (start, stop):
         lo, hi = start - a, stop - a
         o = o[:, lo:hi]

@@ -1,4 +1,5 @@
-"""Two-stem vocal separation with Demucs 4.1 (``vocals.wav`` + ``no_vocals.wav``).
+"""Vocal separation with Demucs 4.1: two stems (``vocals.wav`` + ``no_vocals.wav``), or with
+``all_sources`` every source of the model too (``drums.wav``, ``bass.wav``... Demucs' layout).
 
 The model is loaded once per process and reused.  Tracks are separated as a stream: the mix is
 read from disk window by window and finished stem samples are written as soon as no later model
@@ -259,23 +260,28 @@ class DemucsSeparator:
         overlap: overlap of consecutive model segments, 0 <= overlap < 1.
         segment: model segment in seconds, or None for the model's own.
         other_method: ``add`` (no_vocals = sum of the other sources) or ``minus``
-            (no_vocals = mix - vocals; bag sub-models with no vocals weight are skipped).
+            (no_vocals = mix - vocals; bag sub-models with no vocals weight are skipped, unless
+            ``all_sources``).
         precision: ``float32`` (equal to demucs), ``bfloat16`` (torch.autocast; needs native
             bf16 on CPU) or ``auto`` (bfloat16 where measured faster); see resolve_precision.
         thread: torch CPU threads for this process, or None to keep torch's default.
         progress: called as ``progress(done_seconds, total_seconds)`` in audio seconds.
+        all_sources: also write each of the model's sources as ``<source>.wav`` (for a target
+            stem other than vocals, or stem gains); every sub-model then runs.
     """
 
     def __init__(self, model: str = "htdemucs_ft", model_repo=None, device: str = "auto",
                  shifts: int = 1, overlap: float = 0.25, segment: Optional[float] = None,
                  other_method: str = "add", precision: str = "float32",
                  thread: Optional[int] = None,
-                 progress: Optional[Callable[[float, float], None]] = None):
+                 progress: Optional[Callable[[float, float], None]] = None,
+                 all_sources: bool = False):
         self.model_name = model
         self.model_repo = None if model_repo is None else Path(model_repo)
         self.device, self.shifts, self.overlap = device, shifts, overlap
         self.segment, self.other_method, self.thread = segment, other_method, thread
         self.precision = precision
+        self.all_sources = bool(all_sources)
         self.precision_used = None  # float32 or bfloat16, once the options are checked
         # Segments per forward pass: None chooses (1 on CPU, from free memory on CUDA).
         self.batch_segments = None
@@ -297,7 +303,8 @@ class DemucsSeparator:
                 torch.set_num_threads(self.thread)
             try:
                 self._model = _load_model(self.model_name, self.model_repo,
-                                          vocals_only=self.other_method == "minus")
+                                          vocals_only=self.other_method == "minus"
+                                          and not self.all_sources)
             except VTraceError as exc:
                 self._load_error = exc
                 raise
@@ -452,25 +459,38 @@ class DemucsSeparator:
             logger.warning("device=%s has no native bfloat16: separating in float32", device)
             return "float32"
 
+    @property
+    def sources(self) -> tuple:
+        """The model's sources (loads the model)."""
+        return tuple(self.model.sources)
+
+    def stem_files(self) -> tuple:
+        """The files a separation writes: ``STEMS``, then with ``all_sources`` one per source."""
+        extra = tuple(f"{s}.wav" for s in self.sources if f"{s}.wav" not in STEMS) \
+            if self.all_sources else ()
+        return STEMS + extra
+
     def _write_stems(self, reader, stats, out_dir, device, segment):
         """Stream the separation into temporary stem files, then rename them into place."""
-        writers = [BlockWriter(out_dir / name, self.samplerate, 2, "float32", reader.length)
-                   for name in STEMS]
+        writers = {Path(name).stem: BlockWriter(out_dir / name, self.samplerate, 2, "float32",
+                                                reader.length)
+                   for name in self.stem_files()}
         try:
-            for vocals, no_vocals in self._stream(reader, stats, device, segment):
-                writers[0].write(vocals)
-                writers[1].write(no_vocals)
-            for w in writers:
+            for blocks in self._stream(reader, stats, device, segment):
+                for name, block in blocks.items():
+                    writers[name].write(block)
+            for w in writers.values():
                 w.commit()
         except OSError as exc:
             raise OutputError(f"cannot write stems in {out_dir}: {_one_line(exc)}; check free "
                               "space and permissions") from None
         finally:
-            for w in writers:
+            for w in writers.values():
                 w.discard()
 
     def _stream(self, reader, stats, device, segment):
-        """Yield (vocals, no_vocals) float32 (2, n) blocks covering the whole mix in order."""
+        """Yield ``{stem: float32 (2, n) block}`` (vocals, no_vocals, and each source with
+        ``all_sources``) covering the whole mix in order."""
         import torch
         from demucs.apply import BagOfModels
         model, L, minus = self.model, reader.length, self.other_method == "minus"
@@ -490,7 +510,7 @@ class DemucsSeparator:
         subs, weights = ((list(model.models), model.weights) if isinstance(model, BagOfModels)
                          else ([model], [[1.0] * len(model.sources)]))
         vi = model.sources.index("vocals")
-        needed = [vi] if minus else list(range(len(model.sources)))
+        needed = [vi] if minus and not self.all_sources else list(range(len(model.sources)))
         max_shift = int(0.5 * model.samplerate)
         groups = []
         for sub, w in zip(subs, weights):
@@ -539,4 +559,7 @@ class DemucsSeparator:
                     if k != vi:
                         no_vocals += src[k]
             written = ready
-            yield src[vi].numpy(), no_vocals.numpy()
+            blocks = {"vocals": src[vi].numpy(), "no_vocals": no_vocals.numpy()}
+            if self.all_sources:
+                blocks.update((model.sources[k], src[k].numpy()) for k in needed)
+            yield blocks

@@ -18,15 +18,17 @@ from pathlib import Path
 import numpy as np
 
 from audio_utils import alignment
-from audio_utils.audio_io import BlockReader, TruncatedInput, audio_info, resample_file
+from audio_utils.audio_io import (BlockReader, SumReader, TruncatedInput, audio_info,
+                                  resample_file)
 from audio_utils.matching import target_channels
 from processors import vtrace_core as core
 from processors.render import OUTPUTS, RenderSettings, Sources, compute, render, shaping
-from utils.atomic_files import remove_stale_temps, write_text_atomic
+from utils.atomic_files import atomic_path, remove_stale_temps, write_text_atomic
 from utils.errors import InputError, SeparationError, UnknownModelError
 from utils.inputs import check_regular, content_hash, file_identity
-from utils.layout import (looked_at, read_stems_record, remove_stems_record, stem_paths,
-                          stems_folder, write_stems_record)
+from utils.layout import (find_stems, layout_stems, looked_at, output_label,
+                          read_stems_record, remove_stems_record, stems_folder,
+                          write_stems_record)
 from utils.version import __version__
 
 log = logging.getLogger(__name__)
@@ -71,18 +73,35 @@ class Finished:
 
 @dataclass(frozen=True)
 class Stems:
-    """A track's stems, and whether this run separated them (then they are sample-aligned
-    and, with --cleanup, the folder is this run's to remove)."""
+    """A track's stems, ``{name: path}`` (``vocals`` + ``no_vocals`` for a two-stem job, the
+    full layout for another), and whether this run separated them (then they are
+    sample-aligned and, with --cleanup, the folder is this run's to remove)."""
 
-    vocals: Path
-    no_vocals: Path
+    paths: dict
     folder: Path
     separated: bool = False
     created: bool = False
     recorded: bool = False  # VTrace's record says they come from this mix, model and settings
 
     def identity(self):
-        return {"vocals": file_identity(self.vocals), "no_vocals": file_identity(self.no_vocals)}
+        return stems_identity(self.paths)
+
+
+def stems_identity(paths):
+    """``{name: file identity}`` of stem files ``{name: path}``."""
+    return {name: file_identity(p) for name, p in paths.items()}
+
+
+def stems_wanted(cfg):
+    """The stem names a job's layout must hold: None for a two-stem job (vocals + no_vocals),
+    else the named stems and, for a Demucs model known by name, all of its sources (the
+    target's rest is the sum of the others)."""
+    if not cfg.multi_stem():
+        return None
+    from processors.models import MODEL_SOURCES
+
+    known = MODEL_SOURCES.get(cfg.model, ()) if cfg.model_repo is None else ()
+    return tuple(dict.fromkeys([*cfg.named_stems(), *known]))
 
 
 def read_manifest(names):
@@ -97,7 +116,7 @@ def read_manifest(names):
 
 def outputs_current(track, params, names, stems, folder):
     """True when the track's manifest says its outputs were made from this input (same
-    identity), these stems (``stems``: the ``(vocals, no_vocals)`` paths found now, or None;
+    identity), these stems (``stems``: the ``{name: path}`` found now, or None;
     stems that --cleanup removed count as the same when ``folder`` is the one they were in)
     and these ``params``, with all its outputs present: the track can be skipped."""
     manifest = read_manifest(names)
@@ -114,8 +133,7 @@ def outputs_current(track, params, names, stems, folder):
         if not (made_from.get("removed_by_cleanup") is True
                 and made_from.get("folder") == str(Path(folder).resolve())):
             return False
-    elif made_from.get("identity") != {"vocals": file_identity(stems[0]),
-                                       "no_vocals": file_identity(stems[1])}:
+    elif made_from.get("identity") != stems_identity(stems):
         return False
     files = manifest.get("files", [])
     return isinstance(files, list) and all((names.root / str(f)).is_file() for f in files)
@@ -165,24 +183,26 @@ def run_track(track, cfg, names, work, separate, progress=None, run_info=None):
     if file_channels > 2:
         log.warning("%s: %d channels downmixed to stereo (centre kept)", track.name, file_channels)
     stems = find_or_separate(track, cfg.separated_dir, cfg.model,
-                             cfg.settings("stems"), cfg.reseparate, original, separate)
-    stems_identity = stems.identity()
+                             cfg.settings("stems"), cfg.reseparate, original, separate,
+                             stems_wanted(cfg))
+    stems_ids = stems.identity()
     timings["separation_s"] = time.perf_counter() - t
-    sources = Sources(BlockReader(original, channels),
-                      BlockReader(at_rate(stems.no_vocals, sr, work), channels),
-                      BlockReader(at_rate(stems.vocals, sr, work), channels))
+    sources = open_sources(original, stems.paths, cfg, sr, channels, work)
     eval_seconds, eval_row = 0.0, {}
     try:
         t = time.perf_counter()
         offset = alignment.Offset(0, 1, 0.0)
         aligned = cfg.align and not stems.separated  # separated here: sample-aligned already
+        checked = not (stems.separated or stems.recorded)
+        # the original's analysis windows, read once for the offset and the stems check
+        excerpts = original_excerpts(sources, frames, sr) if aligned or checked else None
         if aligned:
-            offset = align_stems(sources, frames, sr, track.name)
+            offset = align_stems(sources, excerpts, track.name)
         stems_check = None
-        if not (stems.separated or stems.recorded):
+        if checked:
             # with --no-align the outputs stay unshifted, but the check still lines them up
-            probe = None if aligned else _estimate(sources, frames, sr)
-            stems_check = check_stems(sources, frames, sr, stems.folder, probe)
+            probe = None if aligned else _estimate(sources, excerpts, sr)
+            stems_check = check_stems(sources, excerpts, stems.folder, probe)
         short = short_stems(sources, frames, sr)
         if short:
             warnings.append(short)
@@ -192,13 +212,24 @@ def run_track(track, cfg, names, work, separate, progress=None, run_info=None):
         w = blend_weight(cfg.blend_alpha, cfg.vocal_gain_db, cfg.blend_mode, cfg.gamma)
         t = time.perf_counter()
         kept = not (cfg.convert_to_mp3 and cfg.mp3_only)
-        wav_paths = {k: names.path(k, "wav") if kept else Path(work) / f"{k}.wav"
-                     for k in OUTPUTS}
+        labels = {k: output_label(k, cfg.target_stem)
+                  for k in OUTPUTS + (("rebalanced",) if sources.gains else ())}
+        wav_paths = {k: names.path(label, "wav") if kept else Path(work) / f"{label}.wav"
+                     for k, label in labels.items()}
         settings = RenderSettings.of(cfg)
         repair_report = {}
         gains, peaks, loudness = render(sources, frames, sr, channels, w, settings, wav_paths,
                                         progress, repair_report)
         timings["render_s"] = time.perf_counter() - t
+        midi_file = None
+        if cfg.midi:
+            t = time.perf_counter()
+            midi_file, note = write_midi(wav_paths["vocal_residual"],
+                                         names.path(cfg.target_stem, "mid"), cfg.target_stem)
+            if note:
+                warnings.append(note)
+                log.warning("%s: %s", track.name, note)
+            timings["midi_s"] = time.perf_counter() - t
         if cfg.eval or cfg.plot:
             t = time.perf_counter()
             eval_row = evaluate(track, cfg, settings, sources, frames, sr, w, gains, names)
@@ -210,11 +241,12 @@ def run_track(track, cfg, names, work, separate, progress=None, run_info=None):
         sources.close()
 
     files = [names.relative(p) for p in wav_paths.values()] if kept else []
+    files += [names.relative(midi_file)] if midi_file else []
     files += [names.relative(names.path("eval", ext))
               for ext, asked in (("json", cfg.eval), ("png", cfg.plot)) if asked]
     if cfg.convert_to_mp3:
         t = time.perf_counter()
-        files += export_mp3(track, wav_paths, names, cfg.mp3_bitrate)
+        files += export_mp3(track, wav_paths, names, cfg.mp3_bitrate, labels)
         timings["mp3_s"] = time.perf_counter() - t
         from utils.ffmpeg import ffmpeg_exe, ffmpeg_version
 
@@ -227,8 +259,9 @@ def run_track(track, cfg, names, work, separate, progress=None, run_info=None):
     write_manifest(names, track, input_identity, {
         "params": cfg.params(),
         "model": cfg.model,
-        "stems": {"vocals": str(stems.vocals), "no_vocals": str(stems.no_vocals),
-                  "folder": str(stems.folder.resolve()), "identity": stems_identity,
+        "target_stem": cfg.target_stem,
+        "stems": {**{k: str(p) for k, p in stems.paths.items()},
+                  "folder": str(stems.folder.resolve()), "identity": stems_ids,
                   "separated_by_this_run": stems.separated,
                   "bound_to_mix": "record" if stems.recorded or stems.separated else "check",
                   "check": stems_check, "removed_by_cleanup": removed},
@@ -239,6 +272,9 @@ def run_track(track, cfg, names, work, separate, progress=None, run_info=None):
         "offset": {"lag_samples": offset.lag, "polarity": offset.polarity,
                    "confidence": round(offset.confidence, 4), "applied": bool(aligned)},
         "repair": repair_report,
+        "rebalance": {"gains_db": {k: v if math.isfinite(v) else "-inf"
+                                   for k, v in cfg.stem_gains().items()}, "formula": "O + sum((10^(dB/20) - 1) * "
+                      "stem)"} if sources.gains else None,
         "gain": gains, "peaks_before_gain": peaks, "loudness": loudness,
         "files": files,
         "timings": {k: round(v, 4) for k, v in timings.items()},
@@ -259,23 +295,27 @@ def run_track(track, cfg, names, work, separate, progress=None, run_info=None):
     return Finished(frames / sr, eval_seconds, eval_row, tuple(warnings))
 
 
-def find_or_separate(track, separated_dir, model, settings, reseparate, original, separate):
+def find_or_separate(track, separated_dir, model, settings, reseparate, original, separate,
+                     wanted=None):
     """The track's stems in the separated layout, separated first when missing, when
     ``reseparate``, or when VTrace's record says they were separated from another mix or
-    with other ``settings`` (the Config's ``stems`` fields). Stems VTrace separates get a
-    record binding them to the mix."""
+    with other ``settings`` (the Config's ``stems`` fields). ``wanted``: ``stems_wanted``'s
+    names for a job on the full layout (None: vocals + no_vocals). Stems VTrace separates get
+    a record binding them to the mix."""
     folder = stems_folder(separated_dir, model, track.stems_name)
-    found = None if reseparate else stem_paths(separated_dir, model, track.stems_name)
+    found = None if reseparate else find_stems(separated_dir, model, track.stems_name, wanted)
     mix_hash = None
     if found is not None:
         record = read_stems_record(folder)
-        stems = Stems(*found, folder)
-        if record is None or record.get("stems") != stems.identity():
+        stems = Stems(found, folder)
+        recorded = record.get("stems") if record is not None else None
+        if not isinstance(recorded, dict) or any(recorded.get(k) != v
+                                                 for k, v in stems.identity().items()):
             return stems  # another tool's (or replaced) stems: checked against the mix later
         mix_hash = content_hash(track.path)
         if record.get("mix_sha256") == mix_hash and record.get("model") == model \
                 and record.get("settings") == json.loads(json.dumps(settings)):
-            return Stems(*found, folder, recorded=True)
+            return Stems(found, folder, recorded=True)
         why = ("another mix" if record.get("mix_sha256") != mix_hash
                else "other separation settings")
         if separate is None:
@@ -291,36 +331,89 @@ def find_or_separate(track, separated_dir, model, settings, reseparate, original
     try:
         separate(Path(original), folder)
     except UnknownModelError:
+        if wanted is not None and layout_stems(separated_dir, model, track.stems_name):
+            raise SeparationError(missing_stems_message(separated_dir, model, track.stems_name,
+                                                        wanted)) from None
         raise SeparationError(
             f"no stems found for {track.name} (looked at: "
-            f"{'; '.join(looked_at(separated_dir, model, track.stems_name))}) and "
+            f"{'; '.join(looked_at(separated_dir, model, track.stems_name, wanted))}) and "
             f"model={model} is not a model VTrace can separate with: put the stems "
             "there, or choose a Demucs model (--model htdemucs_ft) or --model-repo") \
             from None
-    found = stem_paths(separated_dir, model, track.stems_name)
+    found = find_stems(separated_dir, model, track.stems_name, wanted)
     if found is None:
-        raise SeparationError(f"separation wrote no stems into {folder}")
-    stems = Stems(*found, folder, separated=True, created=created)
+        raise SeparationError(missing_stems_message(separated_dir, model, track.stems_name,
+                                                    wanted or ("vocals", "no_vocals"))
+                              + " (the separation did not write them)")
+    stems = Stems(found, folder, separated=True, created=created)
+    written = {**layout_stems(separated_dir, model, track.stems_name),
+               **(find_stems(separated_dir, model, track.stems_name) or {})}
     write_stems_record(folder, {"mix_sha256": mix_hash or content_hash(track.path),
                                 "mix": str(Path(track.path).resolve()), "model": model,
-                                "settings": settings, "stems": stems.identity()})
+                                "settings": settings, "stems": stems_identity(written)})
     return stems
 
 
-def check_stems(sources, frames, sr, folder, offset=None):
+def missing_stems_message(separated_dir, model, track, wanted):
+    """Which of the ``wanted`` stems the track's layout lacks, where, and the fix."""
+    folder = stems_folder(separated_dir, model, track)
+    have = layout_stems(separated_dir, model, track)
+    missing = [n for n in wanted if n not in have]
+    return (f"no {' and no '.join(missing)} stem for {track} in {folder} (it holds: "
+            f"{', '.join(have) or 'no stems'}); put {missing[0]}.wav there, or pick a model "
+            "that has that stem (htdemucs_6s adds guitar and piano to drums, bass, other, "
+            "vocals)")
+
+
+def open_sources(original, paths, cfg, sr, channels, work):
+    """The readers a track is rendered from: the original, the target stem, its rest (the
+    other stems summed, or the mix less the target with --other-method minus; no_vocals in a
+    two-stem job) and the stems with a --stem-gain. Every stem file gets one reader, which
+    alignment shifts."""
+    readers = {}
+    try:
+        readers["original"] = BlockReader(original, channels)
+        files = {k: BlockReader(at_rate(p, sr, work), channels) for k, p in paths.items()}
+        readers.update(files)
+        target = cfg.target_stem
+        gains = tuple((files[k], db) for k, db in cfg.stem_gains().items())
+        if "no_vocals" in files:  # two stems
+            return Sources(readers["original"], files["no_vocals"], files["vocals"], files,
+                           gains)
+        others = [r for k, r in files.items() if k != target]
+        extra = ()
+        if cfg.other_method == "minus":
+            mix = BlockReader(original, channels)  # unshifted: the rest is O - aligned target
+            extra = (mix,)
+            rest = SumReader([mix], [files[target]])
+        else:
+            rest = SumReader(others) if others else SumReader([], [], files[target].frames)
+        return Sources(readers["original"], rest, files[target], files, gains, extra)
+    except BaseException:
+        for r in readers.values():
+            r.close()
+        raise
+
+
+def original_excerpts(sources, frames, sr):
+    """The original over ``alignment.analysis_windows``: ``[(samples, start, stop)]``."""
+    return [(sources.original.read(a, b), a, b)
+            for a, b in alignment.analysis_windows(frames, sr)]
+
+
+def check_stems(sources, excerpts, folder, offset=None):
     """Stems with no record of VTrace's must explain the mix (``explained_db`` over the
-    alignment windows, with the readers' offset or else ``offset``) to at least
-    MIN_EXPLAINED_DB; InputError otherwise. Returns what was measured, for the manifest."""
-    stems = (sources.instrumental, sources.vocals)
+    ``excerpts`` of the original, ``original_excerpts``, with the readers' offset or else
+    ``offset``) to at least MIN_EXPLAINED_DB; InputError otherwise. Returns what was
+    measured, for the manifest."""
+    stems = sources.files()
     kept = [(r.lag, r.polarity) for r in stems]
     if offset is not None:
         for r in stems:
             r.lag, r.polarity = offset.lag, offset.polarity
     try:
-        windows = alignment.analysis_windows(frames, sr)
-        o = np.concatenate([sources.original.read(a, b) for a, b in windows], axis=1)
-        s = np.concatenate([stems[0].read(a, b) + stems[1].read(a, b) for a, b in windows],
-                           axis=1)
+        o = np.concatenate([x for x, _, _ in excerpts], axis=1)
+        s = np.concatenate([sum(r.read(a, b) for r in stems) for _, a, b in excerpts], axis=1)
     finally:
         for r, (lag, polarity) in zip(stems, kept):
             r.lag, r.polarity = lag, polarity
@@ -339,7 +432,7 @@ def short_stems(sources, frames, sr):
     """A warning when a stem is shorter than the mix by more than SHORT_STEMS_SECONDS (its
     end is padded with silence), else None."""
     # stems[t + lag] lines up with original[t]: a stem covers t < its frames - lag
-    short = max(frames + r.lag - r.frames for r in (sources.instrumental, sources.vocals))
+    short = max(frames + r.lag - r.frames for r in sources.files())
     if short <= SHORT_STEMS_SECONDS * sr:
         return None
     return (f"stems end {short / sr:.2f} s before the mix: the outputs' last {short / sr:.2f} s "
@@ -347,17 +440,19 @@ def short_stems(sources, frames, sr):
             "vocal is the mix)")
 
 
-def align_stems(sources, frames, sr, name):
-    """Estimate the stems' offset and polarity against the original and apply it to their
-    readers (left unshifted when they do not correlate). Returns the ``alignment.Offset``."""
-    offset = _estimate(sources, frames, sr)
+def align_stems(sources, excerpts, name):
+    """Estimate the stems' offset and polarity against the ``excerpts`` of the original
+    (``original_excerpts``) and apply it to their readers (left unshifted when they do not
+    correlate). Returns the ``alignment.Offset``."""
+    sr = sources.original.samplerate
+    offset = _estimate(sources, excerpts, sr)
     if offset.confidence < alignment.MIN_CONFIDENCE:
         log.warning("%s: stems do not correlate with the original (confidence %.2f); "
                     "left unshifted", name, offset.confidence)
     elif offset.lag or offset.polarity < 0:
         log.info("%s: stems offset %+d samples (%+.1f ms)%s, corrected", name, offset.lag,
                  1000 * offset.lag / sr, ", inverted polarity" if offset.polarity < 0 else "")
-    for reader in (sources.instrumental, sources.vocals):
+    for reader in sources.files():
         reader.lag, reader.polarity = offset.lag, offset.polarity
     return offset
 
@@ -370,20 +465,50 @@ def blend_weight(blend_alpha, vocal_gain_db, blend_mode, gamma):
     return core.blend_weight(alpha, blend_mode, gamma)
 
 
-def export_mp3(track, wav_paths, names, bitrate):
+def export_mp3(track, wav_paths, names, bitrate, labels=None):
     """MP3 copies of the WAV outputs, tagged; returns their paths relative to the output
-    folder."""
+    folder. ``labels``: each output's ``{output}`` name (default: its key)."""
     from audio_utils.audio_conversion import encode_mp3
 
     tags = dict(track.meta)
     done = []
     for key, wav in wav_paths.items():
-        mp3 = names.path(key, "mp3")
+        label = (labels or {}).get(key, key)
+        mp3 = names.path(label, "mp3")
         encode_mp3(wav, mp3, bitrate,
-                   {"title": f"{tags.get('title', track.name)} ({key.replace('_', ' ')})",
+                   {"title": f"{tags.get('title', track.name)} ({label.replace('_', ' ')})",
                     "artist": tags.get("uploader", "")})
         done.append(names.relative(mp3))
     return done
+
+
+def write_midi(wav, path, stem):
+    """``--midi``: the melody of ``wav`` (the target's residual output) written to ``path``.
+    Returns ``(path, warning or None)``; a stem with no pitched note gets an empty MIDI file
+    and a warning, not a failure."""
+    import io
+
+    import pretty_midi
+
+    from audio_utils.audio_io import read_audio
+    from processors import melody
+
+    audio, sr = read_audio(wav)
+    found = melody.transcribe(audio, sr, melody.range_for(stem))
+    song = pretty_midi.PrettyMIDI(initial_tempo=found.tempo)
+    part = pretty_midi.Instrument(program=melody.program_for(stem), name=stem)
+    part.notes = [pretty_midi.Note(velocity=n.velocity, pitch=n.pitch, start=n.start,
+                                   end=n.end) for n in found.notes]
+    song.instruments.append(part)
+    data = io.BytesIO()
+    song.write(data)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data.getvalue())
+    note = None
+    if not found.notes:
+        note = (f"--midi: no pitched note found in the {stem} residual (silent or unpitched); "
+                f"{Path(path).name} is an empty MIDI file")
+    return path, note
 
 
 def write_manifest(names, track, input_identity, fields):
@@ -438,9 +563,11 @@ def evaluate(track, cfg, settings, sources, frames, sr, w, gains, names):
         return {}
     reference = None
     if cfg.reference:
-        reference = evaluation.find_reference(Path(cfg.reference), track.stems_name)
+        reference = evaluation.find_reference(Path(cfg.reference), track.stems_name,
+                                              cfg.target_stem)
         if reference is None and track.stems_name != track.name:
-            reference = evaluation.find_reference(Path(cfg.reference), track.name)
+            reference = evaluation.find_reference(Path(cfg.reference), track.name,
+                                                  cfg.target_stem)
         if reference is None:
             log.warning("%s: no true stems under %s/%s; reference metrics skipped", track.name,
                         cfg.reference, track.stems_name)
@@ -481,13 +608,10 @@ def at_rate(path, sr, work):
     return dst
 
 
-def _estimate(sources, frames, sr):
+def _estimate(sources, excerpts, sr):
     max_lag = int(MAX_LAG_SECONDS * sr)
-    excerpts = [(sources.original.read(a, b), a, b)
-                for a, b in alignment.analysis_windows(frames, sr)]
     ref, start, stop = max(excerpts, key=lambda e: float(np.dot(e[0].ravel(), e[0].ravel())))
-    sig = sources.instrumental.read(start - max_lag, stop + max_lag)
-    sig += sources.vocals.read(start - max_lag, stop + max_lag)
+    sig = sum(r.read(start - max_lag, stop + max_lag) for r in sources.files())
     return alignment.estimate_offset(ref, sig, max_lag)
 
 

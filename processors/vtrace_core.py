@@ -9,6 +9,7 @@ With ``O`` the original mix, ``I`` the model's instrumental and ``Vm`` the model
 - residual      ``R = O - I``          (the vocal with its natural space)
 - voice         ``V = va*R + (1-va)*Vm``
 - phase cancel  ``I_pc = O - V``       (``== I`` when ``va == 1``)
+- rebalance     ``O + sum((10^(dB/20) - 1) * S)`` over stems ``S`` with a gain
 """
 
 import math
@@ -112,6 +113,27 @@ def phase_cancel(original, voice_out):
     """The instrumental rebuilt from the original, ``I_pc = O - V``."""
     _check_pair(original, voice_out)
     return np.subtract(original, voice_out, dtype=np.float32)
+
+
+def rebalance(original, stems):
+    """The original with each stem's level changed: ``O + sum((g - 1) * S)``, ``g = 10^(dB/20)``.
+
+    Args:
+        original: float32 ``(channels, samples)``.
+        stems: ``[(stem, gain_db), ...]``, each stem float32 shaped like ``original``;
+            ``-inf`` dB removes the stem.
+    Returns:
+        float32 ``(channels, samples)``. Whatever no stem holds (what the model lost) stays
+        at unity, so gains of 0 dB give the original bit for bit.
+    """
+    check_audio(original, "original", finite=False)
+    out = original.astype(np.float32, copy=True)
+    for stem, gain_db in stems:
+        _check_pair(original, stem)
+        g = 10.0 ** (float(gain_db) / 20.0)
+        if g != 1.0:
+            out += np.float32(g - 1.0) * stem
+    return out
 
 
 def clip_gain(peak_value, ceiling=1.0):

@@ -77,7 +77,9 @@ def test_separator_takes_exactly_the_stems_fields():
     params = set(inspect.signature(DemucsSeparator).parameters)
     stems = set(Config().settings("stems"))
     assert stems <= params
-    assert params - stems == {"device", "thread", "progress"}  # how it runs, not what it makes
+    # how it runs, not what it makes; all_sources: which stems a job reads (Config.multi_stem),
+    # so more files, each one the same as a two-stem separation's
+    assert params - stems == {"device", "thread", "progress", "all_sources"}
 
 
 def test_render_settings_are_config_fields_that_change_outputs_or_nothing():
@@ -85,8 +87,9 @@ def test_render_settings_are_config_fields_that_change_outputs_or_nothing():
     roles = {f.name: f.metadata["role"] for f in fields(Config)}
     for f in fields(RenderSettings):
         assert f.name in roles, f"RenderSettings.{f.name} is not a Config field"
-        # block_seconds only changes how the work is split: block results equal whole ones
-        assert roles[f.name] == "outputs" or f.name == "block_seconds"
+        # block_seconds and thread only change how the work is split and run in parallel:
+        # block results equal whole ones
+        assert roles[f.name] == "outputs" or f.name in ("block_seconds", "thread")
     assert RenderSettings.of(cfg).voice_alpha == cfg.voice_alpha
 
 

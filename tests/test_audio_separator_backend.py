@@ -241,3 +241,15 @@ def test_an_empty_model_in_a_list_is_a_usage_error(tmp_path, capsys):
     assert main(["-i", str(tmp_path / "songs"), "--model", "a.ckpt,", "--quiet",
                  "--log-dir", str(tmp_path / "logs")]) == 2
     assert "model='a.ckpt,': an empty model name" in capsys.readouterr().err
+
+
+def test_all_sources_writes_a_single_target_models_other_source(tmp_path, models):
+    from processors.audio_separator_backend import AudioSeparatorBackend
+
+    mix = _song(tmp_path, seconds=2.0)
+    sep = AudioSeparatorBackend(f"{MEL}_tiny.ckpt", model_repo=models, device="cpu",
+                                all_sources=True)
+    assert sep.sources == ("vocals", "other")  # the YAML's instruments
+    sep.separate_file(mix, tmp_path / "st")
+    other, _ = read(tmp_path / "st" / "other.wav")
+    assert np.array_equal(other, read(tmp_path / "st" / "no_vocals.wav")[0])

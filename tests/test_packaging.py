@@ -150,12 +150,12 @@ def test_vtrace_help_from_another_folder(tmp_path):
     r = subprocess.run([str(exe), "--help"], cwd=tmp_path, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0, r.stderr
-    assert "--demucs" in r.stdout
+    assert "--model" in r.stdout
 
 
 def test_main_py_help_from_another_folder(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "main.py"), "--help"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert "usage:" in r.stdout and "--demucs" in r.stdout
+    assert "usage:" in r.stdout and "--model" in r.stdout
     assert not list(tmp_path.iterdir()), "--help wrote files in the current folder"

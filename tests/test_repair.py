@@ -219,3 +219,48 @@ def test_render_in_blocks_equals_one_block(song):
                        for k in ("blended", "vocal_residual", "phase_cancel")}
     for k in outs["600"]:
         assert np.max(np.abs(outs["0.5"][k] - outs["600"][k])) < 1e-6, k
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_blocks_computed_at_once_equal_one_at_a_time(song, monkeypatch, threads):
+    """Several blocks computed at once (threads, each original read through its own handle)
+    write exactly what one-at-a-time does: the 0.25 s blocks here overlap in flight."""
+    from main import main
+    from processors import render
+    from tests.conftest import write
+
+    write(song["sep"] / "test/mix/no_vocals.wav", 0.6 * song["inst"])
+    outs = {}
+    for depth in (1, threads):
+        monkeypatch.setattr(render, "compute_threads", lambda workers, d=depth: d)
+        out = song["tmp"] / f"out{depth}"
+        assert main(["-i", str(song["dir"]), "--model", "test", "--separated-dir",
+                     str(song["sep"]), "--quiet", "--log-dir", str(song["tmp"] / "logs"),
+                     "--wav-format", "float32", "--block-seconds", "0.5", "-o", str(out)]) == 0
+        outs[depth] = {k: read(out / f"test/mix/mix_{k}.wav")[0]
+                       for k in ("blended", "vocal_residual", "phase_cancel")}
+    for k in outs[1]:
+        assert np.array_equal(outs[1][k], outs[threads][k]), k
+
+
+def test_compute_threads_share_the_cores_between_workers():
+    from processors.render import compute_threads
+
+    assert compute_threads(1, cores=2) == 2
+    assert compute_threads(2, cores=2) == 1
+    assert compute_threads(4, cores=2) == 1
+    assert compute_threads(1, cores=64) == 4
+    assert compute_threads(3, cores=12) == 4 and compute_threads(6, cores=12) == 2
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_scaled_is_the_complex_product(transposed):
+    rng = np.random.default_rng(3)
+    shape = (2, 7, 5)
+    X = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+    if transposed:  # _stft's layout: (channels, frames, bins) memory seen as (c, bins, frames)
+        X = np.ascontiguousarray(X.transpose(0, 2, 1)).transpose(0, 2, 1)
+    g = rng.standard_normal(shape[1:])
+    got = rp._scaled(g, X)
+    assert got.shape == X.shape and got.dtype == np.complex64
+    assert np.allclose(got, g.astype(np.float32)[None] * X, rtol=1e-6, atol=1e-7)

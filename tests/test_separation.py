@@ -147,6 +147,30 @@ def test_minus_on_a_bag_runs_only_the_vocals_model(tmp_path, repo, monkeypatch):
     assert np.abs(runs["add"][1] - ref["vocals"].numpy()).max() < 1e-5
 
 
+def test_all_sources_writes_demucs_layout_and_the_same_two_stems(tmp_path, repo, monkeypatch):
+    mix = _write_mix(tmp_path / "mix.wav", seconds=1.0)
+    runs = {}
+    for all_sources in (False, True):
+        sep = DemucsSeparator("bag4", model_repo=repo, device="cpu", other_method="minus",
+                              all_sources=all_sources)
+        counts = [0] * 4
+        for i, sub in enumerate(sep.model.models):
+            sub.register_forward_hook(lambda *_, i=i: counts.__setitem__(i, counts[i] + 1))
+        _script_shifts(monkeypatch)
+        out = tmp_path / str(all_sources)
+        sep.separate_file(tmp_path / "mix.wav", out)
+        runs[all_sources] = counts, {p.stem: _read(p)[0] for p in out.iterdir()}
+    two, full = runs[False][1], runs[True][1]
+    assert set(two) == {"vocals", "no_vocals"}  # a two-stem job: two files, as before
+    assert set(full) == {"vocals", "no_vocals", *SOURCES}
+    assert runs[False][0] == [0, 0, 0, runs[True][0][3]] and min(runs[True][0]) > 0
+    assert np.array_equal(two["vocals"], full["vocals"])
+    assert np.array_equal(two["no_vocals"], full["no_vocals"])  # minus: mix - vocals
+    ref = _reference(sep, mix, monkeypatch)
+    for k, name in enumerate(SOURCES):  # each source as demucs' own separation gives it
+        assert np.abs(full[name] - ref[name].numpy()).max() < 1e-5
+
+
 def test_unknown_names_and_repos_are_one_line_separation_errors(tmp_path, repo):
     cases = [("no_such_model", None, "unknown model=no_such_model"),
              ("nope", repo, "model=nope is not in model_repo="),

@@ -21,6 +21,7 @@ EXTRAS = {
     "test": {"pytest": "pytest", "mir_eval": "mir_eval", "fast-bss-eval": "fast_bss_eval",
              "mutagen": "mutagen", "gradio": "gradio", "gradio_client": "gradio_client",
              "playwright": "playwright", "ray": "ray", "pandas": "pandas",
+             "librosa": "librosa", "pretty_midi": "pretty_midi",
              "audio-separator": "audio_separator"},
 }
 

@@ -10,7 +10,7 @@ import json
 import re
 from pathlib import Path
 
-from utils.atomic_files import write_text_atomic
+from utils.atomic_files import is_temp, write_text_atomic
 from utils.inputs import SOUNDFILE_EXTENSIONS
 
 # Beside the stems VTrace writes: what they were separated from (the mix's content hash, the
@@ -77,9 +77,64 @@ def stem_paths(separated_dir, model, track):
     return None
 
 
-def looked_at(separated_dir, model, track):
-    """The places ``stem_paths`` searches, as patterns a user can read."""
+def layout_stems(separated_dir, model, track):
+    """``{name: path}`` of the stems in Demucs' full layout, ``<folder>/<name>.<ext>`` (drums,
+    bass, other, vocals[, guitar, piano], or any other tool's names), without the two-stem
+    ``no_vocals`` / ``accompaniment``; WAV first when a stem has several files."""
     folder = stems_folder(separated_dir, model, track)
+    found = {}
+    if folder.is_dir():
+        for p in sorted(folder.iterdir(), key=_layout_order):
+            if p.stem in found or p.stem in _NO_VOCALS or p.stem.startswith(".") \
+                    or _ext_rank(p) is None or is_temp(p) or not p.is_file():
+                continue
+            found[p.stem] = p
+    return found
+
+
+def find_stems(separated_dir, model, track, wanted=None):
+    """The stems a job reads, ``{name: path}``, or None when the layout lacks one of them.
+
+    ``wanted`` None: a two-stem job, ``{"vocals", "no_vocals"}`` from ``stem_paths``, else
+    a full layout with vocals (Demucs' own four stems: no_vocals is then the others' sum).
+    Else the names the job needs: every stem of the full layout is returned (the target's
+    rest is the sum of the others) when all of ``wanted`` are there; a job that names vocals
+    only takes the two stems when there is no full layout."""
+    if wanted is None:
+        found = stem_paths(separated_dir, model, track)
+        if found is not None:
+            return dict(zip(("vocals", "no_vocals"), found))
+        wanted = ("vocals",)
+        if len(layout_stems(separated_dir, model, track)) < 2:
+            return None
+    found = layout_stems(separated_dir, model, track)
+    if len(found) > 1 and all(n in found for n in wanted):
+        return found
+    if set(wanted) <= {"vocals"}:  # a vocal job with gains: the two stems will do
+        pair = stem_paths(separated_dir, model, track)
+        return None if pair is None else dict(zip(("vocals", "no_vocals"), pair))
+    return None
+
+
+# Demucs' order of sources (htdemucs_6s); other tools' names follow alphabetically
+_DEMUCS_ORDER = ("drums", "bass", "other", "vocals", "guitar", "piano")
+
+
+def _layout_order(p):
+    rank = _DEMUCS_ORDER.index(p.stem) if p.stem in _DEMUCS_ORDER else len(_DEMUCS_ORDER)
+    return rank, p.stem, _ext_rank(p) if _ext_rank(p) is not None else 99
+
+
+def _ext_rank(p):
+    ext = p.suffix.lower()
+    return SOUNDFILE_EXTENSIONS.index(ext) if ext in SOUNDFILE_EXTENSIONS else None
+
+
+def looked_at(separated_dir, model, track, wanted=None):
+    """The places ``find_stems`` searches, as patterns a user can read."""
+    folder = stems_folder(separated_dir, model, track)
+    if wanted is not None:
+        return [f"{folder}/{name}.*" for name in wanted]
     return [f"{folder}/vocals.* + no_vocals.* (or accompaniment.*)",
             f"{folder}/*_(Vocals)*.* + *_(Instrumental)*.*",
             f"{folder.parent}/{track}_(Vocals)*.* + {track}_(Instrumental)*.*"]
@@ -167,6 +222,16 @@ def check_filename(template, **values):
     parts = sample.relative_to("out").parts if sample.is_relative_to("out") else ("..",)
     if Path(template).is_absolute() or ".." in parts:
         raise ValueError(f"filename={template!r} must stay inside the output folder")
+
+
+def output_label(key, stem="vocals"):
+    """The ``{output}`` name of render output ``key`` when the target is ``stem``: the vocal
+    names as they always were, another stem's named after it (``guitar_blended``,
+    ``guitar_residual``, ``guitar_phase_cancel``)."""
+    if stem == "vocals":
+        return key
+    return {"blended": f"{stem}_blended", "vocal_residual": f"{stem}_residual",
+            "phase_cancel": f"{stem}_phase_cancel"}.get(key, key)
 
 
 class OutputNames:
