@@ -111,8 +111,9 @@ class AudioSeparatorBackend:
 
     @property
     def sources(self):
-        """The model's sources, named as Demucs names them (loads the model)."""
-        self._load()
+        """The model's sources, named as Demucs names them (checks the options and loads the
+        model)."""
+        self.check_options()
         return tuple(_stem_plan(self._separator.model_instance.model_data_cfgdict.training,
                                 self.model_name).names)
 
