@@ -127,11 +127,13 @@ def looped(minutes, work):
 
 
 def bench_memory(args, repo, model, work):
-    for minutes in args.minutes:
+    for minutes in sorted(set(args.minutes) | set(args.cli_minutes)):
         song = looped(minutes, work)
-        rows = [("VTrace, RoFormer", vtrace_cmd(song, model, repo, work)),
-                ("VTrace, Demucs (demucs_unittest)",
-                 vtrace_cmd(song, "demucs_unittest", None, work))]
+        rows = []
+        if minutes in args.minutes:
+            rows += [("VTrace, RoFormer", vtrace_cmd(song, model, repo, work)),
+                     ("VTrace, Demucs (demucs_unittest)",
+                      vtrace_cmd(song, "demucs_unittest", None, work))]
         if minutes in args.cli_minutes:
             rows.append(("audio-separator CLI, RoFormer", cli_cmd(song, model, repo, work)))
         for label, cmd in rows:

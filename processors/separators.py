@@ -7,7 +7,10 @@ Every backend takes the Config's ``stems`` fields and provides
 - ``separate_file(mix_path, out_dir) -> SeparationResult``: writes ``out_dir/vocals.wav`` and
   ``out_dir/no_vocals.wav`` (and the other stems of a multi-stem model, named as Demucs names
   them), float32 at the mix's scale, each through a temporary name;
-- ``device_used`` and ``precision_ran``: how the last separation ran (for the manifest).
+- ``device_used`` and ``precision_ran``: how the last separation ran (for the manifest);
+- ``loaded`` (the model is in memory) and ``sources`` (the model's stems, Demucs' names; loads
+  it), for the checks of ``--target-stem`` / ``--stem-gain``; the argument ``all_sources``
+  writes every source as ``<source>.wav`` besides the two stems.
 
 Blend, residual, evaluation, resume, manifests, the batch, the web page and cluster workers
 see only the stems, so a new backend needs no change there.
