@@ -5,6 +5,7 @@ full-size configuration once on a 1 s clip."""
 import json
 import logging
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -122,8 +123,9 @@ def test_stems_equal_audio_separators_own_output(tmp_path, models, seconds):
     from bench.make_roformer_models import write_download_checks
 
     write_download_checks(models)  # audio-separator itself finds local models only listed
-    theirs = Separator(log_level=logging.ERROR, model_file_dir=str(models),
-                       output_dir=str(tmp_path / "as"), use_soundfile=True)
+    with warnings.catch_warnings():  # its constructor silences every warning process-wide
+        theirs = Separator(log_level=logging.ERROR, model_file_dir=str(models),
+                           output_dir=str(tmp_path / "as"), use_soundfile=True)
     theirs.load_model(f"{BS}_tiny.ckpt")
     files = theirs.separate(str(mix))
     original, _ = read(mix)
