@@ -61,3 +61,17 @@ def song(tmp_path):
     write(sep / "test" / "mix" / "no_vocals.wav", inst)
     return {"dir": songs, "mix_path": songs / "mix.wav", "sep": sep, "mix": mix,
             "vocals": vocals, "inst": inst, "tmp": tmp_path}
+
+
+@pytest.fixture(autouse=True)
+def _absl_handler_on_the_real_stderr():
+    """absl's logging handler (imported by a RoFormer model's dependencies) keeps the
+    sys.stderr of its import, here pytest's capture file, and closes that file when a later
+    ``logging.config.dictConfig`` (uvicorn's, under the web page) shuts handlers down; pytest
+    then fails writing its own capture. Point it at the real stderr, which absl never closes."""
+    yield
+    import sys
+
+    absl_logging = sys.modules.get("absl.logging")
+    if absl_logging is not None:
+        absl_logging.get_absl_handler().python_handler.stream = sys.__stderr__
