@@ -52,6 +52,28 @@ def test_a_song_edited_in_place_is_separated_again(tmp_path):
     assert _manifest(tmp_path, out="o3")["stems"]["separated_by_this_run"] is True
 
 
+def test_stems_vtrace_separated_from_this_mix_are_reused_without_alignment(tmp_path,
+                                                                          monkeypatch, capsys):
+    v, i = tone_mix(seconds=1.0)
+    write(tmp_path / "songs" / "mix.wav", v + i)
+    assert main(_args(tmp_path, tmp_path / "songs", model="demucs_unittest")) == 0
+
+    def never(*_):
+        raise AssertionError("recorded stems were aligned or checked again")
+
+    monkeypatch.setattr(track_module, "original_excerpts", never)
+    assert main(_args(tmp_path, tmp_path / "songs", "-ba", "0.3", model="demucs_unittest",
+                      out="o2")) == 0
+    m = _manifest(tmp_path, out="o2")
+    assert m["stems"]["bound_to_mix"] == "record" and not m["stems"]["separated_by_this_run"]
+    assert m["offset"]["applied"] is False and m["offset"]["lag_samples"] == 0
+    # the same stems without VTrace's record are another tool's: checked and aligned
+    (tmp_path / "separated/demucs_unittest/mix/vtrace_stems.json").unlink()
+    assert main(_args(tmp_path, tmp_path / "songs", "-ba", "0.4", model="demucs_unittest",
+                      out="o3")) == 1
+    assert "recorded stems were aligned or checked again" in capsys.readouterr().out
+
+
 def test_other_tools_stems_of_another_song_fail_with_the_folder_named(tmp_path, capsys):
     v1, i1 = tone_mix(seconds=3.0, seed=1)
     rng = np.random.default_rng(7)  # another song: nothing periodic in common with tone_mix
