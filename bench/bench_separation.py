@@ -18,11 +18,13 @@ Prints ratios (VTrace / baseline) on one clip, in one run:
   (e) --precision bfloat16 vs float32, htdemucs, in one process (model loaded once): speed
       ratio float32/bfloat16 per interleaved pair (median and range) and SDR of the bfloat16
       stems against the float32 stems.  Goal >= 1.35x and >= 40 dB on a CPU with native bf16.
-  (f) OMP_WAIT_POLICY=PASSIVE (VTrace's default) vs OpenMP's default, htdemucs with 2 torch
-      threads, on a quiet machine and beside a busy neighbour (a process spinning on one core):
-      ratio default/PASSIVE per interleaved pair (median and range; > 1: PASSIVE faster).
+  (f) OpenMP's wait policy: OMP_WAIT_POLICY=PASSIVE (VTrace's default), OpenMP's default and
+      a short spin (GOMP_SPINCOUNT), the separation alone, htdemucs with 2 torch threads, on a
+      quiet machine and beside a busy neighbour (a process spinning on one core), in rotated
+      rounds: each one's speed against PASSIVE (median and range; > 1: faster than PASSIVE).
 Models come from bench/make_models.py (random weights: speed is real, the audio is noise).
-Usage: python bench/bench_separation.py [--clip F] [--seconds 10] [--repeat 2] [--skip-60]
+Usage: python bench/bench_separation.py [--clip F] [--seconds 180] [--repeat 2] [--skip-60]
+       [--only whole|bag|precision|omp]
 """
 
 import argparse
@@ -91,6 +93,8 @@ for name in ("vocals", "no_vocals"):
     print("sdr", name, 10 * np.log10((a ** 2).sum() / ((a - b) ** 2).sum()), flush=True)
 """
 
+SPIN = "10000"  # GOMP_SPINCOUNT tried in (f): a short spin, then sleep
+
 OMP_CHILD = """
 import sys, time; sys.path.insert(0, {root!r})
 {first}
@@ -132,30 +136,42 @@ def precision_case(clip: Path, warm: Path, tmp: Path, pairs: int):
 
 
 def omp_case(clip: Path, tmp: Path, pairs: int):
-    def one(passive):
-        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-        # the baseline loads torch before VTrace's module, so OpenMP keeps its own default
-        first = "" if passive else "import torch"
+    """(f): the separation alone under each OpenMP wait setting, quiet and beside a process
+    spinning on one core; speed of each against VTrace's default (PASSIVE), per round."""
+    variants = {  # name: (environment added, what the child imports before VTrace's module)
+        "OpenMP default": ({}, "import torch"),  # torch first: VTrace's module sets nothing
+        "PASSIVE": ({}, ""),  # VTrace's default
+        f"GOMP_SPINCOUNT={SPIN}": ({"GOMP_SPINCOUNT": SPIN}, "import torch"),
+    }
+
+    def one(name):
+        extra, first = variants[name]
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
         code = OMP_CHILD.format(root=str(ROOT), repo=str(MODELS), clip=str(clip),
                                 out=str(tmp / "omp"), first=first)
-        return float(subprocess.run([sys.executable, "-c", code], check=True, env=env,
-                                    capture_output=True, text=True).stdout.split()[-1])
+        return float(subprocess.run([sys.executable, "-c", code], check=True,
+                                    env={**env, **extra}, capture_output=True,
+                                    text=True).stdout.split()[-1])
     for neighbour in (False, True):
         busy = (subprocess.Popen([sys.executable, "-c", "while True: pass"])
                 if neighbour else None)
         try:
-            ratios, times = [], {True: [], False: []}
+            times = {name: [] for name in variants}
             for i in range(pairs):
-                for passive in ((False, True) if i % 2 == 0 else (True, False)):
-                    times[passive].append(one(passive))
-                ratios.append(times[False][-1] / times[True][-1])
+                names = list(variants)
+                for name in names[i % len(names):] + names[:i % len(names)]:  # rotate order
+                    times[name].append(one(name))
         finally:
             if busy is not None:
                 busy.kill()
                 busy.wait()
-        print(f"(f) OMP_WAIT_POLICY, 2 threads, {'busy neighbour' if neighbour else 'quiet'}: "
-              f"default {np.median(times[False]):.1f} s, PASSIVE {np.median(times[True]):.1f} s,"
-              f" speed default/PASSIVE {spread(ratios)}", flush=True)
+        where = "busy neighbour" if neighbour else "quiet"
+        for name in variants:
+            print(f"(f) {where}, 2 threads: {name} {np.median(times[name]):.1f} s, speed "
+                  f"against PASSIVE (PASSIVE time / its time) "
+                  f"{spread([p / t for p, t in zip(times['PASSIVE'], times[name])])}",
+                  flush=True)
 
 
 def timed(cmd) -> float:
@@ -245,7 +261,8 @@ def main():
     parser.add_argument("--skip-60", action="store_true")
     parser.add_argument("--skip-precision", action="store_true")
     parser.add_argument("--skip-omp", action="store_true")
-    parser.add_argument("--only", choices=("precision", "omp"), help="run only (e) or (f)")
+    parser.add_argument("--only", choices=("whole", "bag", "precision", "omp"),
+                        help="run only (a), (b), (e) or (f)")
     parser.add_argument("--precision-seconds", type=float, default=30.0,
                         help="length of the song for (e) (the testbed song looped)")
     parser.add_argument("--pairs", type=int, default=3, help="interleaved pairs for (e), (f)")
@@ -259,7 +276,8 @@ def main():
     print(f"machine: {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()}"
           f" CPU cores, torch CPU; models: random weights from {MODELS}", flush=True)
     if args.only:
-        args.skip_speed = args.skip_jobs = args.skip_rss = True
+        args.skip_jobs = args.skip_rss = True
+        args.skip_speed = args.only not in ("whole", "bag")
         args.skip_precision, args.skip_omp = args.only != "precision", args.only != "omp"
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         tmp = Path(tmp)
@@ -276,7 +294,9 @@ def main():
             print(f"clip: {args.seconds:g} s of {source}")
             cases = [("(a) htdemucs, add", "htdemucs", "add"),
                      ("(b) htdemucs_ft bag, minus vs CLI", "htdemucs_ft", "minus")]
-            for label, model, method in cases[:1] if args.skip_bag else cases:
+            cases = (cases[:1] if args.skip_bag or args.only == "whole"
+                     else cases[1:] if args.only == "bag" else cases)
+            for label, model, method in cases:
                 mine = [sys.executable, str(ROOT / "main.py"), str(clip), "--model", model,
                         "--model-repo", str(MODELS), "--other-method", method, "--device",
                         "cpu", "--repair", "none", "--separated-dir", str(tmp / "v"),
