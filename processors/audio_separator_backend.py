@@ -33,11 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from audio_utils.audio_io import BlockWriter
 from processors.demucs_stream import MixReader
 from processors.separation import (SeparationResult, _network_reachable, _one_line,
-                                   resolve_device, resolve_precision)
-from utils.errors import InputError, OutputError, SeparationError, UsageError, VTraceError
+                                   resolve_device, resolve_precision, write_stem_blocks)
+from utils.errors import InputError, SeparationError, UsageError, VTraceError
 from utils.extras import require
 
 log = logging.getLogger("processors.separation")
@@ -210,20 +209,8 @@ class AudioSeparatorBackend:
     def _write_stems(self, reader, instance, out_dir, mix_path):
         training = instance.model_data_cfgdict.training
         plan = _stem_plan(training, self.model_name, self.all_sources)
-        writers = {name: BlockWriter(out_dir / f"{name}.wav", instance.sample_rate, 2,
-                                     "float32", reader.length) for name in plan.files}
-        try:
-            for blocks in self._stream(reader, instance, plan, mix_path):
-                for name, block in blocks.items():
-                    writers[name].write(block)
-            for w in writers.values():
-                w.commit()
-        except OSError as exc:
-            raise OutputError(f"cannot write stems in {out_dir}: {_one_line(exc)}; check free "
-                              "space and permissions") from None
-        finally:
-            for w in writers.values():
-                w.discard()
+        write_stem_blocks(self._stream(reader, instance, plan, mix_path), out_dir, plan.files,
+                          instance.sample_rate, reader.length)
 
     def _stream(self, reader, instance, plan, mix_path):
         """Yield ``{stem file name: float32 (2, n) block}`` covering the mix in order."""

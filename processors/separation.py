@@ -71,6 +71,26 @@ class SeparationResult:
     precision: str = "float32"  # float32 or bfloat16: what the model actually ran in
 
 
+def write_stem_blocks(blocks, out_dir, names, samplerate, frames):
+    """Write a separation's stream, ``{name: float32 (2, n) block}`` in order, to
+    ``out_dir/<name>.wav`` for each of ``names`` (float32 WAV): temporary files renamed into
+    place once the stream ends, removed if it fails. A write error is an OutputError."""
+    writers = {name: BlockWriter(Path(out_dir) / f"{name}.wav", samplerate, 2, "float32",
+                                 frames) for name in names}
+    try:
+        for block in blocks:
+            for name, x in block.items():
+                writers[name].write(x)
+        for w in writers.values():
+            w.commit()
+    except OSError as exc:
+        raise OutputError(f"cannot write stems in {out_dir}: {_one_line(exc)}; check free "
+                          "space and permissions") from None
+    finally:
+        for w in writers.values():
+            w.discard()
+
+
 def resolve_device(requested: str) -> str:
     """Map ``auto|cpu|cuda|mps`` to an available torch device name (auto: cuda, mps, cpu)."""
     if requested not in DEVICES:
@@ -471,22 +491,9 @@ class DemucsSeparator:
         return STEMS + extra
 
     def _write_stems(self, reader, stats, out_dir, device, segment):
-        """Stream the separation into temporary stem files, then rename them into place."""
-        writers = {Path(name).stem: BlockWriter(out_dir / name, self.samplerate, 2, "float32",
-                                                reader.length)
-                   for name in self.stem_files()}
-        try:
-            for blocks in self._stream(reader, stats, device, segment):
-                for name, block in blocks.items():
-                    writers[name].write(block)
-            for w in writers.values():
-                w.commit()
-        except OSError as exc:
-            raise OutputError(f"cannot write stems in {out_dir}: {_one_line(exc)}; check free "
-                              "space and permissions") from None
-        finally:
-            for w in writers.values():
-                w.discard()
+        write_stem_blocks(self._stream(reader, stats, device, segment), out_dir,
+                          [Path(name).stem for name in self.stem_files()], self.samplerate,
+                          reader.length)
 
     def _stream(self, reader, stats, device, segment):
         """Yield ``{stem: float32 (2, n) block}`` (vocals, no_vocals, and each source with
