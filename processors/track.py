@@ -193,9 +193,10 @@ def run_track(track, cfg, names, work, separate, progress=None, run_info=None):
         t = time.perf_counter()
         offset = alignment.Offset(0, 1, 0.0)
         # Stems VTrace separated from this very mix (now, or earlier with a record binding
-        # them to its content) are sample-aligned by construction: only others are aligned.
-        aligned = cfg.align and not (stems.separated or stems.recorded)
+        # them to its content) are sample-aligned by construction: only others are checked
+        # against the mix and aligned.
         checked = not (stems.separated or stems.recorded)
+        aligned = cfg.align and checked
         # the original's analysis windows, read once for the offset and the stems check
         excerpts = original_excerpts(sources, frames, sr) if aligned or checked else None
         if aligned:
