@@ -36,6 +36,7 @@ import numpy as np
 from processors.demucs_stream import MixReader
 from processors.separation import (SeparationResult, _network_reachable, _one_line,
                                    resolve_device, resolve_precision, write_stem_blocks)
+from utils.allocator import keep_freed_memory
 from utils.errors import InputError, SeparationError, UsageError, VTraceError
 from utils.extras import require
 
@@ -137,6 +138,7 @@ class AudioSeparatorBackend:
     def _load_separator(self):
         import torch
 
+        keep_freed_memory()
         if self.thread:
             torch.set_num_threads(self.thread)
         folder = self.folder

@@ -26,6 +26,7 @@ from typing import Callable, Optional
 
 from audio_utils.audio_io import BlockWriter
 from processors.demucs_stream import MixReader, Stream, norm_stats
+from utils.allocator import keep_freed_memory
 from utils.errors import (InputError, OutputError, SeparationError, UnknownModelError,
                           UsageError, VTraceError)
 
@@ -318,6 +319,7 @@ class DemucsSeparator:
         if self._model is None:
             if self._load_error is not None:  # fail every later track at once, not after
                 raise self._load_error        # another round of download retries
+            keep_freed_memory()
             if self.thread:
                 import torch
                 torch.set_num_threads(self.thread)
