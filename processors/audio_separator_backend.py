@@ -84,6 +84,7 @@ class AudioSeparatorBackend:
         self._separator = None  # audio_separator.separator.Separator with the model loaded
         self._load_error = None
         self._checked = False
+        self._keeps_memory = False  # whether loading the model set utils.allocator's malloc
 
     # ------------------------------------------------------------------ checks and loading
 
@@ -138,7 +139,7 @@ class AudioSeparatorBackend:
     def _load_separator(self):
         import torch
 
-        keep_freed_memory()
+        self._keeps_memory = keep_freed_memory()
         if self.thread:
             torch.set_num_threads(self.thread)
         folder = self.folder
@@ -212,7 +213,7 @@ class AudioSeparatorBackend:
         training = instance.model_data_cfgdict.training
         plan = _stem_plan(training, self.model_name, self.all_sources)
         write_stem_blocks(self._stream(reader, instance, plan, mix_path), out_dir, plan.files,
-                          instance.sample_rate, reader.length)
+                          instance.sample_rate, reader.length, self._keeps_memory)
 
     def _stream(self, reader, instance, plan, mix_path):
         """Yield ``{stem file name: float32 (2, n) block}`` covering the mix in order."""

@@ -26,7 +26,7 @@ from typing import Callable, Optional
 
 from audio_utils.audio_io import BlockWriter
 from processors.demucs_stream import MixReader, Stream, norm_stats
-from utils.allocator import keep_freed_memory
+from utils.allocator import RELEASE_EVERY_S, keep_freed_memory, release_free_memory
 from utils.errors import (InputError, OutputError, SeparationError, UnknownModelError,
                           UsageError, VTraceError)
 
@@ -72,16 +72,25 @@ class SeparationResult:
     precision: str = "float32"  # float32 or bfloat16: what the model actually ran in
 
 
-def write_stem_blocks(blocks, out_dir, names, samplerate, frames):
+def write_stem_blocks(blocks, out_dir, names, samplerate, frames, release_memory=False):
     """Write a separation's stream, ``{name: float32 (2, n) block}`` in order, to
     ``out_dir/<name>.wav`` for each of ``names`` (float32 WAV): temporary files renamed into
-    place once the stream ends, removed if it fails. A write error is an OutputError."""
+    place once the stream ends, removed if it fails. A write error is an OutputError.
+
+    ``release_memory`` (the separator kept freed memory, ``utils.allocator``): free pages go
+    back to the OS every ``RELEASE_EVERY_S`` of audio written and at the end."""
     writers = {name: BlockWriter(Path(out_dir) / f"{name}.wav", samplerate, 2, "float32",
                                  frames) for name in names}
+    every = int(RELEASE_EVERY_S * samplerate)
+    done, next_release = 0, every
     try:
         for block in blocks:
             for name, x in block.items():
                 writers[name].write(x)
+            done += next(iter(block.values())).shape[-1] if block else 0
+            if release_memory and done >= next_release:
+                release_free_memory()
+                next_release = done + every
         for w in writers.values():
             w.commit()
     except OSError as exc:
@@ -90,6 +99,8 @@ def write_stem_blocks(blocks, out_dir, names, samplerate, frames):
     finally:
         for w in writers.values():
             w.discard()
+        if release_memory:
+            release_free_memory()
 
 
 def resolve_device(requested: str) -> str:
@@ -312,6 +323,7 @@ class DemucsSeparator:
         self.precision_ran = None  # and in which precision (float32 or bfloat16)
         self._load_error = None
         self._checked = False
+        self._keeps_memory = False  # whether loading the model set utils.allocator's malloc
 
     @property
     def model(self):
@@ -319,7 +331,7 @@ class DemucsSeparator:
         if self._model is None:
             if self._load_error is not None:  # fail every later track at once, not after
                 raise self._load_error        # another round of download retries
-            keep_freed_memory()
+            self._keeps_memory = keep_freed_memory()
             if self.thread:
                 import torch
                 torch.set_num_threads(self.thread)
@@ -495,7 +507,7 @@ class DemucsSeparator:
     def _write_stems(self, reader, stats, out_dir, device, segment):
         write_stem_blocks(self._stream(reader, stats, device, segment), out_dir,
                           [Path(name).stem for name in self.stem_files()], self.samplerate,
-                          reader.length)
+                          reader.length, self._keeps_memory)
 
     def _stream(self, reader, stats, device, segment):
         """Yield ``{stem: float32 (2, n) block}`` (vocals, no_vocals, and each source with

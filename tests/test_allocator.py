@@ -81,4 +81,20 @@ def test_the_separator_applies_it_when_it_loads_its_model(monkeypatch, tmp_path)
     sep = separation.DemucsSeparator("htdemucs", model_repo=tmp_path)
     assert calls == []
     sep.model
-    assert calls == [1]
+    assert calls == [1] and sep._keeps_memory is True
+
+
+@pytest.mark.parametrize("release, calls", [(True, 4), (False, 0)])
+def test_stem_writing_hands_free_memory_back_every_minute_of_audio(monkeypatch, tmp_path,
+                                                                   release, calls):
+    import numpy as np
+    from processors import separation
+    counted = []
+    monkeypatch.setattr(separation, "release_free_memory", lambda: counted.append(1))
+    sr = 100  # RELEASE_EVERY_S = 60 s is 6000 frames: after 6000, 12000, 18000, and the end
+    blocks = ({"vocals": np.zeros((2, 1000), np.float32),
+               "no_vocals": np.zeros((2, 1000), np.float32)} for _ in range(20))
+    separation.write_stem_blocks(blocks, tmp_path, ["vocals", "no_vocals"], sr, 20000,
+                                 release_memory=release)
+    assert len(counted) == calls
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["no_vocals.wav", "vocals.wav"]
