@@ -1,6 +1,7 @@
 """utils.allocator: freed model-sized blocks are reused instead of page-faulted in again."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +39,7 @@ PAGES = 7 * (64 << 20) // 4096  # what seven fresh mappings of 64 MiB fault in (
 
 
 def run_child(apply, env_extra=None):
-    env = {k: v for k, v in __import__("os").environ.items()
+    env = {k: v for k, v in os.environ.items()
            if k not in allocator.USER_SETTINGS and k != "GLIBC_TUNABLES"}
     env.update(env_extra or {})
     out = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT), apply=apply)],

@@ -6,7 +6,8 @@ mmap'd pages and unmaps them on free, so every segment page-faults its whole wor
 again, and the kernel zeroes each page: measured with htdemucs on a 30 s clip, 2.6-3.4 million
 minor faults and 7 of 40 CPU seconds in the kernel. Serving them from the heap instead, and
 not trimming its top below ``TRIM_BYTES``, lets the next segment reuse the same pages: 0.3
-million faults, under 1 s in the kernel, the same peak RSS (README, Benchmarks: issue 15).
+million faults, under 1 s in the kernel, for about 90 MiB more at the median peak (README,
+Benchmarks: issue 15, third set).
 
 Kept pages are reused in place, but the heap's free holes can only grow with a long track's
 mix of block sizes (measured: peak RSS 1285 MiB at 1 minute, 1496 MiB at 10 without
@@ -44,21 +45,28 @@ def _user_tuned(environ) -> bool:
             or "glibc.malloc." in environ.get("GLIBC_TUNABLES", ""))
 
 
+def _glibc():
+    """The process's glibc, or None (another platform or C library)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    # gnu_get_libc_version exists in glibc only (not musl)
+    return libc if hasattr(libc, "gnu_get_libc_version") else None
+
+
 def keep_freed_memory(environ=None) -> bool:
     """Make glibc malloc serve large blocks from the heap and keep up to ``TRIM_BYTES`` free at
     its top. Returns True when applied; False on other C libraries and platforms, or when the
     user set malloc variables (``USER_SETTINGS``, ``GLIBC_TUNABLES=glibc.malloc.*``).
     Idempotent."""
     environ = os.environ if environ is None else environ
-    if not sys.platform.startswith("linux") or _user_tuned(environ):
+    libc = None if _user_tuned(environ) else _glibc()
+    if libc is None:
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-        gnu_get_libc_version = libc.gnu_get_libc_version  # glibc only (not musl)
-    except (OSError, AttributeError):
-        return False
-    del gnu_get_libc_version
+    mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_BYTES))
     if not applied:
@@ -69,11 +77,7 @@ def keep_freed_memory(environ=None) -> bool:
 def release_free_memory() -> None:
     """Return the free pages of every malloc arena to the OS (glibc ``malloc_trim(0)``); a
     no-op elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc = _glibc()
+    if libc is not None:
         libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
         libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
