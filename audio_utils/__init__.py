@@ -4,3 +4,7 @@ gates, loudness, and metrics.
 
 May import: utils/ and third-party packages. Never processors/ or the entry points.
 """
+
+from utils.native_threads import quiet_idle_blas_threads
+
+quiet_idle_blas_threads()

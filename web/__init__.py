@@ -4,3 +4,7 @@
 Config, running the songs through ``processors.engine.Engine``, re-blending kept stems, zips);
 ``web.app`` builds the Gradio page and its API on top of it and serves it.
 """
+
+from utils.native_threads import quiet_idle_blas_threads
+
+quiet_idle_blas_threads()
