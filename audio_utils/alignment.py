@@ -54,7 +54,7 @@ def estimate_offset(original, stems_sum, max_lag):
     # the original correlate at ~1), and they take half the time of float64 ones.
     ref = original.sum(axis=0, dtype=np.float32)
     sig = stems_sum.sum(axis=0, dtype=np.float32)
-    ref_energy = float(ref.astype(np.float64) @ ref.astype(np.float64))
+    ref_energy = energy(ref)
     if n == 0 or ref_energy == 0.0 or not np.any(sig):
         return Offset(0, 1, 0.0)
 
@@ -64,14 +64,11 @@ def estimate_offset(original, stems_sum, max_lag):
     size = _fast_size(len(sig))
     spec = np.fft.rfft(sig, size) * np.conj(np.fft.rfft(ref, size))
     corr = np.fft.irfft(spec, size)[:2 * max_lag + 1]
-    # Energy of each length-n window of sig, for the normalised correlation.
-    sig64 = sig.astype(np.float64)
-    csum = np.concatenate(([0.0], np.cumsum(sig64 * sig64)))
-    win_energy = csum[n:] - csum[:-n]
     # The peak of the raw correlation, not of the normalised one: normalising by a window
     # that is mostly zeros (a lag near the file's edge) would inflate a tiny overlap.
     k = int(np.argmax(np.abs(corr)))
-    confidence = float(abs(corr[k]) / np.sqrt(max(win_energy[k], 1e-30) * ref_energy))
+    # normalised by the energy of sig's length-n window at that lag
+    confidence = float(abs(corr[k]) / np.sqrt(max(energy(sig[k:k + n]), 1e-30) * ref_energy))
     if confidence < MIN_CONFIDENCE:
         return Offset(0, 1, confidence)
     return Offset(k - max_lag, 1 if corr[k] > 0 else -1, min(confidence, 1.0))
@@ -108,14 +105,39 @@ def analysis_windows(length, sr, seconds=10.0, count=3):
 def explained_db(original, stems_sum):
     """How well ``stems_sum`` rebuilds ``original``: ``10*log10(sum O^2 / sum (O - S)^2)`` in
     dB over every sample and channel (float32 ``(channels, n)`` each, the offset already
-    applied). inf when the rebuild is exact, about 0 dB or less for stems of another song
-    (uncorrelated: ``-10*log10(1 + P_S/P_O)``). None when the original is silent."""
-    check_audio(original, "original")
-    check_audio(stems_sum, "stems_sum", channels=original.shape[0])
-    o = original.astype(np.float64)
-    energy = float(np.sum(o * o))
-    if energy <= 0.0:
+    applied; or equal-length lists of such pairs, excerpts measured as one). inf when the
+    rebuild is exact, about 0 dB or less for stems of another song (uncorrelated:
+    ``-10*log10(1 + P_S/P_O)``). None when the original is silent.
+
+    """
+    pairs = (list(zip(original, stems_sum)) if isinstance(original, (list, tuple))
+             else [(original, stems_sum)])
+    total = residual = 0.0
+    for o, s in pairs:
+        check_audio(o, "original")
+        check_audio(s, "stems_sum", channels=o.shape[0])
+        if s.shape != o.shape:
+            raise ValueError(f"stems_sum {s.shape} must be shaped like original {o.shape}")
+        total += energy(o)
+        residual += energy(o, minus=s)
+    if total <= 0.0:
         return None
-    err = o - stems_sum.astype(np.float64)
-    residual = float(np.sum(err * err))
-    return float("inf") if residual == 0.0 else 10.0 * np.log10(energy / residual)
+    return float("inf") if residual == 0.0 else 10.0 * np.log10(total / residual)
+
+
+def energy(x, minus=None, chunk=1 << 15):
+    """``sum(x**2)`` (``sum((x - minus)**2)`` with ``minus``) over float32 ``(..., n)`` arrays,
+    in float64.
+
+    Taken ``chunk`` samples at a time, so the float64 copy stays in the CPU cache instead of
+    faulting in a temporary the size of ``x`` (a short process pays for every page it touches
+    first). Plain numpy, not BLAS: a BLAS dot product wakes OpenBLAS's threads, which then
+    spin for a while on the cores the rest of the track needs."""
+    total = 0.0
+    for a in range(0, x.shape[-1], chunk):
+        y = x[..., a:a + chunk].astype(np.float64)
+        if minus is not None:
+            y -= minus[..., a:a + chunk]
+        y *= y
+        total += float(y.sum())
+    return total

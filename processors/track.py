@@ -415,12 +415,11 @@ def check_stems(sources, excerpts, folder, offset=None):
         for r in stems:
             r.lag, r.polarity = offset.lag, offset.polarity
     try:
-        o = np.concatenate([x for x, _, _ in excerpts], axis=1)
-        s = np.concatenate([sum(r.read(a, b) for r in stems) for _, a, b in excerpts], axis=1)
+        rebuilt = [sum(r.read(a, b) for r in stems) for _, a, b in excerpts]
     finally:
         for r, (lag, polarity) in zip(stems, kept):
             r.lag, r.polarity = lag, polarity
-    total = alignment.explained_db(o, s)
+    total = alignment.explained_db([x for x, _, _ in excerpts], rebuilt)
     check = {"measure": "explained_db", "value": None if total is None else round(total, 2),
              "threshold": MIN_EXPLAINED_DB}
     if total is not None and total < MIN_EXPLAINED_DB:
@@ -613,7 +612,7 @@ def at_rate(path, sr, work):
 
 def _estimate(sources, excerpts, sr):
     max_lag = int(MAX_LAG_SECONDS * sr)
-    ref, start, stop = max(excerpts, key=lambda e: float(np.dot(e[0].ravel(), e[0].ravel())))
+    ref, start, stop = max(excerpts, key=lambda e: alignment.energy(e[0]))
     sig = sum(r.read(start - max_lag, stop + max_lag) for r in sources.files())
     return alignment.estimate_offset(ref, sig, max_lag)
 

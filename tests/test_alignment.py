@@ -105,3 +105,35 @@ def test_analysis_windows_cover_the_track_and_stay_inside():
     windows = alignment.analysis_windows(100 * 60, 100, seconds=10)
     assert len(windows) == 3 and all(b - a == 1000 and 0 <= a and b <= 6000 for a, b in windows)
     assert windows[0][0] < windows[1][0] < windows[2][0]
+
+
+def test_explained_db_known_answers():
+    """``O - S = k*O`` rebuilds the mix to ``-20*log10(k)`` dB; exact stems give inf; a
+    silent mix gives None; excerpts as a list measure as their concatenation."""
+    o = tone_mix(seconds=2.0)[1]
+    assert alignment.explained_db(o, 0.9 * o) == pytest.approx(20.0, abs=1e-4)
+    assert alignment.explained_db(o, o.copy()) == float("inf")
+    assert alignment.explained_db(np.zeros_like(o), o) is None
+    rng = np.random.default_rng(5)
+    s = (o + 0.05 * rng.standard_normal(o.shape)).astype(np.float32)
+    parts = [(0, 20000), (20000, 70001), (70001, o.shape[1])]
+    whole = alignment.explained_db(o, s)
+    listed = alignment.explained_db([o[:, a:b] for a, b in parts],
+                                    [s[:, a:b] for a, b in parts])
+    assert listed == pytest.approx(whole, abs=1e-9)
+    with pytest.raises(ValueError, match="shaped like"):
+        alignment.explained_db(o, s[:, :-1])
+
+
+def test_energy_is_the_float64_sum_of_squares():
+    """Chunked (several chunks and a partial one), on a transposed view as BlockReader gives,
+    with and without a second signal subtracted."""
+    rng = np.random.default_rng(6)
+    frames = rng.standard_normal((100_003, 2)).astype(np.float32)
+    other = rng.standard_normal((2, 100_003)).astype(np.float32)
+    x = frames.T  # not contiguous
+    x64 = x.astype(np.float64)
+    assert alignment.energy(x) == pytest.approx(float(np.sum(x64 ** 2)), rel=1e-12)
+    assert alignment.energy(x, minus=other) == pytest.approx(
+        float(np.sum((x64 - other) ** 2)), rel=1e-12)
+    assert alignment.energy(x[0, :0]) == 0.0
