@@ -21,6 +21,9 @@ from utils.inputs import check_regular, display_path
 log = logging.getLogger(__name__)
 
 WAV_SUBTYPES = {"pcm16": "PCM_16", "pcm24": "PCM_24", "float32": "FLOAT"}
+# libsndfile subtypes (prefixes) holding integer samples: PCM_S8 to PCM_32 (FLAC's too), ALAC,
+# A-law, u-law
+INTEGER_SUBTYPES = ("PCM_", "ALAC_", "ALAW", "ULAW")
 class TruncatedInput(InputError):
     """The file's header promises more audio than the file holds (a half-copied file)."""
 
@@ -104,18 +107,20 @@ class BlockReader:
         self._file = sf.SoundFile(str(self.path))
         # seek + read is one step: the renderer reads a file from several threads
         self._lock = threading.Lock()
-        # Integer PCM is read as integers and scaled here: several times faster than
-        # libsndfile's own per-sample conversion to float.
-        self._int = {"PCM_16": (np.int16, 1 / 32768), "PCM_24": (np.int32, 1 / 2147483648),
-                     "PCM_32": (np.int32, 1 / 2147483648)}.get(self._file.subtype)
+        subtype = self._file.subtype
+        # 16-bit PCM is read as int16 (a copy for libsndfile) and scaled here: 3.5x faster
+        # than libsndfile's per-sample conversion to float. Wider integers and FLAC are
+        # converted by libsndfile, which was faster there (it converts each sample anyway).
+        self._int16 = subtype == "PCM_16" and self._file.format != "FLAC"
+        # integers scaled to float are always finite: only float data is checked
+        self._checked = not subtype.startswith(INTEGER_SUBTYPES)
 
     def _read_into(self, frames):
-        if self._int is None:
+        if not self._int16:
             return self._file.read(len(frames), dtype="float32", always_2d=True,
                                    out=frames).shape[0]
-        dtype, scale = self._int
-        raw = self._file.read(len(frames), dtype=np.dtype(dtype).name, always_2d=True)
-        np.multiply(raw, np.float32(scale), out=frames[:len(raw)])
+        raw = self._file.read(len(frames), dtype="int16", always_2d=True)
+        np.multiply(raw, np.float32(1 / 32768), out=frames[:len(raw)])
         return raw.shape[0]
 
     def read(self, start, stop):
@@ -142,7 +147,8 @@ class BlockReader:
                 raise InputError(f"{self.path.name}: truncated: the header promises "
                                  f"{self.frames} samples but the data ends at {lo + got}")
             part = frames[lo - a:hi - a]
-            if not (np.isfinite(part.max()) and np.isfinite(part.min())):  # NaN propagates
+            if self._checked and not (np.isfinite(part.max())
+                                      and np.isfinite(part.min())):  # NaN propagates
                 bad = lo + int(np.flatnonzero(~np.isfinite(part).all(axis=1))[0])
                 raise InputError(f"{self.path.name}: contains NaN or infinite samples "
                                  f"(first at sample {bad})")

@@ -89,6 +89,27 @@ def test_integer_and_float_formats_give_the_same_signal(tmp_path):
     np.testing.assert_array_equal(y, loud)
 
 
+@pytest.mark.parametrize("fmt,subtype", [
+    ("WAV", "PCM_U8"), ("WAV", "PCM_16"), ("WAV", "PCM_24"), ("WAV", "PCM_32"), ("WAV", "FLOAT"),
+    ("WAV", "DOUBLE"), ("FLAC", "PCM_16"), ("FLAC", "PCM_24"), ("AIFF", "PCM_24")])
+def test_block_reader_reads_what_libsndfile_decodes(tmp_path, fmt, subtype):
+    """Each way BlockReader reads (int16 scaled in numpy, libsndfile's float conversion) gives
+    libsndfile's own float32 samples exactly, inside the file and across its ends."""
+    import soundfile as sf
+
+    from audio_utils.audio_io import BlockReader
+
+    x = 0.9 * tone_mix(seconds=0.5)[1]
+    path = tmp_path / f"x.{fmt.lower()}"
+    sf.write(str(path), x.T, SR, format=fmt, subtype=subtype)
+    want = sf.read(str(path), dtype="float32", always_2d=True)[0].T
+    n = want.shape[1]
+    with BlockReader(path, 2) as r:
+        assert np.array_equal(r.read(1000, 9000), want[:, 1000:9000])
+        edge = r.read(n - 100, n + 50)
+        assert np.array_equal(edge[:, :100], want[:, n - 100:]) and not edge[:, 100:].any()
+
+
 def test_odd_names_and_same_stem_names_never_collide(tmp_path, capsys):
     names = ["with space.wav", "ünïcødé ♫.wav", "quote's \"x\".wav", "$(touch pwned).wav",
              "-leading.wav"]
