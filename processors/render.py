@@ -11,7 +11,7 @@ import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 
 OUTPUTS = ("blended", "vocal_residual", "phase_cancel")
 PEAK_TARGET = 10 ** (-1.0 / 20)  # --normalize peak: -1 dBFS
+# The original's decoded blocks held ready ahead of the computations (float32): enough for the
+# idle core to decode what it can while the stems are checked and aligned (about 90 s of
+# 44.1 kHz stereo).
+AHEAD_BYTES = 32 * 2 ** 20
 
 
 @dataclass
@@ -82,18 +86,19 @@ class RenderSettings:
 
 
 def render(sources, frames, sr, channels, w, settings, wav_paths, progress,
-           repair_report=None):
+           repair_report=None, original_blocks=None):
     """Compute and write the outputs (the three, and ``rebalanced`` with stem gains), to
     ``wav_paths`` ``{output: path}``; returns ``(gains, peaks, loudness)`` per output.
 
     ``repair_report``, a dict, receives ``repair_summary``'s record (for the manifest).
+    ``original_blocks``: an ``OriginalBlocks`` for these ``settings``, made earlier so the
+    original was decoding meanwhile (None: one is made here); render closes it.
 
     ``settings`` is a RenderSettings. Pass 1 writes at unity gain while measuring peaks (and
     loudness with --match-loudness).
     Only if a gain is needed (a peak over full scale, --normalize peak, a loudness match) is a
     second pass made with the gains, so the usual case reads and computes every block once.
     """
-    block = max(1, int(settings.block_seconds * sr))
     plan = shaping(settings, sr)
     peaks = dict.fromkeys(wav_paths, 0.0)
     meters = {}
@@ -102,12 +107,13 @@ def render(sources, frames, sr, channels, w, settings, wav_paths, progress,
 
         meters = {k: LoudnessMeter(sr, channels) for k in ("original", *wav_paths)}
 
-    spans = [(a, min(frames, a + block)) for a in range(0, frames, block)]
+    spans = block_spans(frames, sr, settings)
 
-    def pass_(gains, measure):
-        """One pass over the track as a pipeline: a thread reads and computes block k+1 while
-        one thread per output converts and writes block k. Reading, numpy and libsndfile
-        release the GIL, so the stages run in parallel."""
+    def pass_(gains, measure, blocks):
+        """One pass over the track as a pipeline: ``blocks`` decodes the original ahead,
+        ``depth`` threads compute the next blocks while one thread converts and writes block
+        k's outputs.
+        Reading, numpy and libsndfile release the GIL, so the stages run in parallel."""
         writers = {k: BlockWriter(p, sr, channels, settings.wav_format, frames)
                    for k, p in wav_paths.items()}
 
@@ -119,39 +125,25 @@ def render(sources, frames, sr, channels, w, settings, wav_paths, progress,
 
         written = []
         depth = compute_threads(settings.thread)
-        # each read thread decodes the original through its own handle
-        readers, local = [], threading.local()
-
-        def read_block(start, stop):
-            if not hasattr(local, "reader"):
-                local.reader = sources.original.clone()
-                readers.append(local.reader)
-            return read_original(replace(sources, original=local.reader), start, stop,
-                                 plan)
-
         try:
-            with ThreadPoolExecutor(depth) as read_pool, \
-                    ThreadPoolExecutor(depth) as compute_pool, \
+            with ThreadPoolExecutor(depth) as compute_pool, \
                     ThreadPoolExecutor(1) as write_pool:
                 stats = [{} for _ in spans] if measure else [None] * len(spans)
                 # Three stages, each block through all three in order: decoding the original
                 # (a FLAC or other compressed input costs more than everything else one block
                 # needs without a repair), reading the stems and computing (the repair's STFTs
-                # are most of the work with one), writing. The first two run ``depth`` blocks
-                # at once; the original is read one block ahead of the computations.
-                reads = [read_pool.submit(read_block, *span) for span in spans[:depth + 1]]
+                # are most of the work with one), writing. ``depth`` blocks are computed at
+                # once; ``blocks`` keeps the original decoded ahead of them.
 
                 def submit(j):
-                    if j + depth + 1 < len(spans):
-                        reads.append(read_pool.submit(read_block, *spans[j + depth + 1]))
+                    original = blocks.future(j)
                     return compute_pool.submit(
                         lambda: compute(sources, *spans[j], w, settings.voice_alpha, sr, plan,
-                                        stats[j], original=reads[j].result()))
+                                        stats[j], original=original.result()))
 
                 ahead = [submit(j) for j in range(min(depth, len(spans)))]
                 for i, (start, stop) in enumerate(spans):
                     o, outs = ahead.pop(0).result()
-                    reads[i] = None  # done with it
                     if i + depth < len(spans):
                         ahead.append(submit(i + depth))
                     if measure and plan.get("repair"):
@@ -173,20 +165,20 @@ def render(sources, frames, sr, channels, w, settings, wav_paths, progress,
             for wr in writers.values():
                 wr.discard()
             raise
-        finally:
-            for reader in readers:
-                reader.close()
         return writers
 
     energy = {"leftover": 0.0, "original": 0.0, "peak": 0.0}
-    writers = pass_(dict.fromkeys(wav_paths, 1.0), measure=True)
+    with original_blocks or OriginalBlocks(sources.original.clone, frames, sr, channels,
+                                           settings) as blocks:
+        writers = pass_(dict.fromkeys(wav_paths, 1.0), measure=True, blocks=blocks)
     if repair_report is not None:
         repair_report.update(repair_summary(settings, energy))
     gains, loudness = _gains(peaks, meters, settings)
     if any(g != 1.0 for g in gains.values()):
         for wr in writers.values():
             wr.discard()
-        writers = pass_(gains, measure=False)
+        with OriginalBlocks(sources.original.clone, frames, sr, channels, settings) as blocks:
+            writers = pass_(gains, measure=False, blocks=blocks)
         log.info("gain applied: %s", ", ".join(f"{k} {_db(g):+.2f} dB" for k, g in gains.items()))
     for wr in writers.values():
         wr.commit()
@@ -237,17 +229,90 @@ def _shaping(settings, sr):
     return {"residual": residual if active else None, "gate": gate, "context": context}
 
 
-def _span(sources, start, stop, plan):
+def _span(frames, start, stop, context):
     """The samples block ``[start, stop)`` is computed from: with ``context`` samples of
-    margin, stopping at the track's ends, so the filters treat the ends as they would on the
-    whole track (their own edge padding), not as zeros."""
-    ctx = plan["context"]
-    return max(start - ctx, 0), min(stop + ctx, sources.original.frames)
+    margin, stopping at the track's ends (``frames``), so the filters treat the ends as they
+    would on the whole track (their own edge padding), not as zeros."""
+    return max(start - context, 0), min(stop + context, frames)
 
 
-def read_original(sources, start, stop, plan):
-    """The original's samples that ``compute`` needs for block ``[start, stop)``."""
-    return sources.original.read(*_span(sources, start, stop, plan))
+def block_spans(frames, sr, settings):
+    """The blocks ``[(start, stop)]`` a track of ``frames`` samples is rendered in."""
+    block = max(1, int(settings.block_seconds * sr))
+    return [(a, min(frames, a + block)) for a in range(0, frames, block)]
+
+
+class OriginalBlocks:
+    """The original's samples for each block of a render pass (``block_spans``, with the
+    margin ``compute`` needs), decoded ahead of the computations.
+
+    ``open_reader()`` gives a new reader of the original (``BlockReader``); each decoding
+    thread reads through its own, so two threads decode a FLAC at once instead of taking
+    turns. Made as soon as the original is known, it decodes while the stems are found,
+    checked and aligned, on the cores that work leaves idle (all but one of the render's
+    threads), then on all of them once the render asks for its first block. At most
+    ``AHEAD_BYTES`` of blocks wait to be taken, which bounds the memory it holds.
+    """
+
+    def __init__(self, open_reader, frames, sr, channels, settings):
+        context = shaping(settings, sr)["context"]
+        self._spans = [_span(frames, a, b, context) for a, b in block_spans(frames, sr, settings)]
+        self._open = open_reader
+        longest = max((b - a for a, b in self._spans), default=1)
+        self._threads = compute_threads(settings.thread)
+        self._ahead = max(self._threads + 1, AHEAD_BYTES // (4 * channels * longest))
+        self._pools = [ThreadPoolExecutor(max(1, self._threads - 1))]
+        self._rendering = False
+        self._local = threading.local()
+        self._readers, self._futures, self._next = [], {}, 0
+        self._fill(0)
+
+    def _read(self, j):
+        if not hasattr(self._local, "reader"):
+            self._local.reader = self._open()
+            self._readers.append(self._local.reader)  # list.append is atomic
+        return self._local.reader.read(*self._spans[j])
+
+    def _fill(self, j):
+        """Start decoding the blocks from ``j`` on, up to the bound."""
+        self._next = max(self._next, j)
+        while self._next < min(len(self._spans), j + self._ahead + 1):
+            self._futures[self._next] = self._pools[-1].submit(self._read, self._next)
+            self._next += 1
+
+    def future(self, j):
+        """The future of block ``j``'s samples, handed over once (blocks are taken in
+        order); the decoding of the blocks after it is started up to the bound."""
+        if not self._rendering:
+            self._rendering = True
+            if self._threads > 1:  # every thread now: blocks still queued move over
+                self._pools.append(ThreadPoolExecutor(self._threads))
+                for k, f in self._futures.items():
+                    if f.cancel():
+                        self._futures[k] = self._pools[-1].submit(self._read, k)
+        self._fill(j)
+        return self._futures.pop(j)
+
+    def pause(self):
+        """Drop the blocks decoded ahead and stop decoding (before a separation, which wants
+        every core and the memory); ``future`` starts again where asked."""
+        for f in self._futures.values():
+            f.cancel()
+        self._futures, self._next = {}, 0
+
+    def close(self):
+        self.pause()
+        for pool in self._pools:
+            pool.shutdown(wait=True)
+        for reader in self._readers:
+            reader.close()
+        self._readers = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def compute(sources, start, stop, w, voice_alpha, sr, plan, stats=None, original=None):
@@ -259,10 +324,10 @@ def compute(sources, start, stop, w, voice_alpha, sr, plan, stats=None, original
 
     With residual cleanup or the gate blend, the block is computed with ``context`` samples of
     margin on each side, then cropped, so filters and gates see the same signal as they would
-    on the whole track. ``original``: ``read_original``'s result for this block, when it was
-    read already (by another thread).
+    on the whole track. ``original``: the original's samples over that margin (an
+    ``OriginalBlocks`` block), when they were decoded already (by another thread).
     """
-    a, b = _span(sources, start, stop, plan)
+    a, b = _span(sources.original.frames, start, stop, plan["context"])
     o = sources.original.read(a, b) if original is None else original
     inst, voc = sources.instrumental.read(a, b), sources.vocals.read(a, b)
     if plan.get("repair"):

@@ -22,7 +22,8 @@ from audio_utils.audio_io import (BlockReader, SumReader, TruncatedInput, audio_
                                   resample_file)
 from audio_utils.matching import target_channels
 from processors import vtrace_core as core
-from processors.render import OUTPUTS, RenderSettings, Sources, compute, render, shaping
+from processors.render import (OUTPUTS, OriginalBlocks, RenderSettings, Sources, compute, render,
+                               shaping)
 from utils.atomic_files import atomic_path, remove_stale_temps, write_text_atomic
 from utils.errors import InputError, SeparationError, UnknownModelError
 from utils.inputs import check_regular, content_hash, file_identity
@@ -182,66 +183,72 @@ def run_track(track, cfg, names, work, separate, progress=None, run_info=None):
     channels = target_channels(file_channels)
     if file_channels > 2:
         log.warning("%s: %d channels downmixed to stereo (centre kept)", track.name, file_channels)
-    stems = find_or_separate(track, cfg.separated_dir, cfg.model,
-                             cfg.settings("stems"), cfg.reseparate, original, separate,
-                             stems_wanted(cfg))
-    stems_ids = stems.identity()
-    timings["separation_s"] = time.perf_counter() - t
-    sources = open_sources(original, stems.paths, cfg, sr, channels, work)
-    eval_seconds, eval_row = 0.0, {}
+    settings = RenderSettings.of(cfg)
+    # the original decodes on the cores left idle while the stems are found, checked and aligned
+    blocks = OriginalBlocks(lambda: BlockReader(original, channels), frames, sr, channels,
+                            settings)
     try:
-        t = time.perf_counter()
-        offset = alignment.Offset(0, 1, 0.0)
-        # Stems VTrace separated from this very mix (now, or earlier with a record binding
-        # them to its content) are sample-aligned by construction: only others are checked
-        # against the mix and aligned.
-        checked = not (stems.separated or stems.recorded)
-        aligned = cfg.align and checked
-        # the original's analysis windows, read once for the offset and the stems check
-        excerpts = original_excerpts(sources, frames, sr) if aligned or checked else None
-        if aligned:
-            offset = align_stems(sources, excerpts, track.name)
-        stems_check = None
-        if checked:
-            # with --no-align the outputs stay unshifted, but the check still lines them up
-            probe = None if aligned else _estimate(sources, excerpts, sr)
-            stems_check = check_stems(sources, excerpts, stems.folder, probe)
-        short = short_stems(sources, frames, sr)
-        if short:
-            warnings.append(short)
-            log.warning("%s: %s", track.name, short)
-        timings["alignment_s"] = time.perf_counter() - t
+        stems = find_or_separate(track, cfg.separated_dir, cfg.model,
+                                 cfg.settings("stems"), cfg.reseparate, original,
+                                 separate and _pausing(blocks, separate), stems_wanted(cfg))
+        stems_ids = stems.identity()
+        timings["separation_s"] = time.perf_counter() - t
+        sources = open_sources(original, stems.paths, cfg, sr, channels, work)
+        eval_seconds, eval_row = 0.0, {}
+        try:
+            t = time.perf_counter()
+            offset = alignment.Offset(0, 1, 0.0)
+            # Stems VTrace separated from this very mix (now, or earlier with a record binding
+            # them to its content) are sample-aligned by construction: only others are checked
+            # against the mix and aligned.
+            checked = not (stems.separated or stems.recorded)
+            aligned = cfg.align and checked
+            # the original's analysis windows, read once for the offset and the stems check
+            excerpts = original_excerpts(sources, frames, sr) if aligned or checked else None
+            if aligned:
+                offset = align_stems(sources, excerpts, track.name)
+            stems_check = None
+            if checked:
+                # with --no-align the outputs stay unshifted, but the check still lines them up
+                probe = None if aligned else _estimate(sources, excerpts, sr)
+                stems_check = check_stems(sources, excerpts, stems.folder, probe)
+            short = short_stems(sources, frames, sr)
+            if short:
+                warnings.append(short)
+                log.warning("%s: %s", track.name, short)
+            timings["alignment_s"] = time.perf_counter() - t
 
-        w = blend_weight(cfg.blend_alpha, cfg.vocal_gain_db, cfg.blend_mode, cfg.gamma)
-        t = time.perf_counter()
-        kept = not (cfg.convert_to_mp3 and cfg.mp3_only)
-        labels = {k: output_label(k, cfg.target_stem)
-                  for k in OUTPUTS + (("rebalanced",) if sources.gains else ())}
-        wav_paths = {k: names.path(label, "wav") if kept else Path(work) / f"{label}.wav"
-                     for k, label in labels.items()}
-        settings = RenderSettings.of(cfg)
-        repair_report = {}
-        gains, peaks, loudness = render(sources, frames, sr, channels, w, settings, wav_paths,
-                                        progress, repair_report)
-        timings["render_s"] = time.perf_counter() - t
-        midi_file = None
-        if cfg.midi:
+            w = blend_weight(cfg.blend_alpha, cfg.vocal_gain_db, cfg.blend_mode, cfg.gamma)
             t = time.perf_counter()
-            midi_file, note = write_midi(wav_paths["vocal_residual"],
-                                         names.path(cfg.target_stem, "mid"), cfg.target_stem)
-            if note:
-                warnings.append(note)
-                log.warning("%s: %s", track.name, note)
-            timings["midi_s"] = time.perf_counter() - t
-        if cfg.eval or cfg.plot:
-            t = time.perf_counter()
-            eval_row = evaluate(track, cfg, settings, sources, frames, sr, w, gains, names)
-            # one figure for the table and the manifest: the whole step, plot included
-            eval_seconds = timings["eval_s"] = time.perf_counter() - t
-            if eval_row:
-                eval_row["eval_seconds"] = round(eval_seconds, 3)
+            kept = not (cfg.convert_to_mp3 and cfg.mp3_only)
+            labels = {k: output_label(k, cfg.target_stem)
+                      for k in OUTPUTS + (("rebalanced",) if sources.gains else ())}
+            wav_paths = {k: names.path(label, "wav") if kept else Path(work) / f"{label}.wav"
+                         for k, label in labels.items()}
+            repair_report = {}
+            gains, peaks, loudness = render(sources, frames, sr, channels, w, settings, wav_paths,
+                                            progress, repair_report, blocks)
+            timings["render_s"] = time.perf_counter() - t
+            midi_file = None
+            if cfg.midi:
+                t = time.perf_counter()
+                midi_file, note = write_midi(wav_paths["vocal_residual"],
+                                             names.path(cfg.target_stem, "mid"), cfg.target_stem)
+                if note:
+                    warnings.append(note)
+                    log.warning("%s: %s", track.name, note)
+                timings["midi_s"] = time.perf_counter() - t
+            if cfg.eval or cfg.plot:
+                t = time.perf_counter()
+                eval_row = evaluate(track, cfg, settings, sources, frames, sr, w, gains, names)
+                # one figure for the table and the manifest: the whole step, plot included
+                eval_seconds = timings["eval_s"] = time.perf_counter() - t
+                if eval_row:
+                    eval_row["eval_seconds"] = round(eval_seconds, 3)
+        finally:
+            sources.close()
     finally:
-        sources.close()
+        blocks.close()
 
     files = [names.relative(p) for p in wav_paths.values()] if kept else []
     files += [names.relative(midi_file)] if midi_file else []
@@ -296,6 +303,16 @@ def run_track(track, cfg, names, work, separate, progress=None, run_info=None):
         shutil.rmtree(stems.folder, ignore_errors=True)
         log.debug("removed separation %s", stems.folder)
     return Finished(frames / sr, eval_seconds, eval_row, tuple(warnings))
+
+
+def _pausing(blocks, separate):
+    """``separate``, with the original's decoding ahead (``blocks``) paused first: a separation
+    wants every core and the memory."""
+    def run(mix, folder):
+        blocks.pause()
+        return separate(mix, folder)
+
+    return run
 
 
 def find_or_separate(track, separated_dir, model, settings, reseparate, original, separate,
