@@ -124,7 +124,7 @@ def render(sources, frames, sr, channels, w, settings, wav_paths, progress,
                 peaks[k] = max(peaks[k], p)
 
         written = []
-        depth = compute_threads(settings.thread)
+        depth = compute_threads(settings.thread, light=plain(plan))
         try:
             with ThreadPoolExecutor(depth) as compute_pool, \
                     ThreadPoolExecutor(1) as write_pool:
@@ -185,13 +185,25 @@ def render(sources, frames, sr, channels, w, settings, wav_paths, progress,
     return gains, peaks, loudness
 
 
-def compute_threads(workers, cores=None):
+def compute_threads(workers, cores=None, light=False):
     """Blocks computed at once by each of ``workers`` processes: the cores left to each
     (numpy's FFTs and ufuncs release the GIL), at least 1, at most 4 (beyond that the reads
-    and writes of one track are the limit)."""
+    and writes of one track are the limit).
+
+    ``light``: the plain arithmetic (``plain(plan)``), a few ufuncs per block, so decoding the
+    original and writing the outputs are the work: half as many, one thread per stage keeping
+    the cores busy without contending for them (measured on 2 cores, a 4-minute FLAC song:
+    0.85x sox's time with one block at once, 0.95x with two)."""
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return max(1, min(4, (cores or os.cpu_count() or 1) // max(1, workers)))
+    n = max(1, min(4, (cores or os.cpu_count() or 1) // max(1, workers)))
+    return max(1, n // 2) if light else n
+
+
+def plain(plan):
+    """True when ``shaping``'s plan computes only the arithmetic: no repair, no residual
+    cleanup, no gate blend."""
+    return not plan.get("repair") and plan["residual"] is None and plan["gate"] is None
 
 
 def shaping(settings, sr):
@@ -255,11 +267,12 @@ class OriginalBlocks:
     """
 
     def __init__(self, open_reader, frames, sr, channels, settings):
-        context = shaping(settings, sr)["context"]
-        self._spans = [_span(frames, a, b, context) for a, b in block_spans(frames, sr, settings)]
+        plan = shaping(settings, sr)
+        self._spans = [_span(frames, a, b, plan["context"])
+                       for a, b in block_spans(frames, sr, settings)]
         self._open = open_reader
         longest = max((b - a for a, b in self._spans), default=1)
-        self._threads = compute_threads(settings.thread)
+        self._threads = compute_threads(settings.thread, light=plain(plan))
         self._ahead = max(self._threads + 1, AHEAD_BYTES // (4 * channels * longest))
         self._pools = [ThreadPoolExecutor(max(1, self._threads - 1))]
         self._rendering = False

@@ -232,7 +232,7 @@ def test_blocks_computed_at_once_equal_one_at_a_time(song, monkeypatch, threads)
     write(song["sep"] / "test/mix/no_vocals.wav", 0.6 * song["inst"])
     outs = {}
     for depth in (1, threads):
-        monkeypatch.setattr(render, "compute_threads", lambda workers, d=depth: d)
+        monkeypatch.setattr(render, "compute_threads", lambda workers, d=depth, **_: d)
         out = song["tmp"] / f"out{depth}"
         assert main(["-i", str(song["dir"]), "--model", "test", "--separated-dir",
                      str(song["sep"]), "--quiet", "--log-dir", str(song["tmp"] / "logs"),
@@ -251,6 +251,26 @@ def test_compute_threads_share_the_cores_between_workers():
     assert compute_threads(4, cores=2) == 1
     assert compute_threads(1, cores=64) == 4
     assert compute_threads(3, cores=12) == 4 and compute_threads(6, cores=12) == 2
+    # the plain arithmetic: half as many, at least one
+    assert compute_threads(1, cores=2, light=True) == 1
+    assert compute_threads(1, cores=64, light=True) == 2
+    assert compute_threads(2, cores=2, light=True) == 1
+
+
+def test_only_the_plain_arithmetic_is_light():
+    from config_loader import Config
+    from processors.render import RenderSettings, plain, shaping
+
+    def plan(**changes):
+        cfg = Config()
+        for k, v in changes.items():
+            setattr(cfg, k, v)
+        return shaping(RenderSettings.of(cfg), SR)
+
+    assert plain(plan(repair="none"))
+    assert not plain(plan(repair="project"))
+    assert not plain(plan(repair="none", residual_hpf=80.0))
+    assert not plain(plan(repair="none", blend_mode="gate"))
 
 
 @pytest.mark.parametrize("transposed", [False, True])
