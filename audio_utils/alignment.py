@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from audio_utils.audio_checks import check_audio
+from audio_utils.matching import channel_sum
 
 # Below this normalised correlation the stems do not resemble the original enough to trust a lag.
 MIN_CONFIDENCE = 0.2
@@ -52,8 +53,7 @@ def estimate_offset(original, stems_sum, max_lag):
         raise ValueError("stems excerpt must be the original's excerpt plus max_lag each side")
     # float32 FFTs: the true lag's peak stands far above float32 rounding (stems that rebuild
     # the original correlate at ~1), and they take half the time of float64 ones.
-    ref = original.sum(axis=0, dtype=np.float32)
-    sig = stems_sum.sum(axis=0, dtype=np.float32)
+    ref, sig = channel_sum(original), channel_sum(stems_sum)
     ref_energy = energy(ref)
     if n == 0 or ref_energy == 0.0 or not np.any(sig):
         return Offset(0, 1, 0.0)

@@ -28,6 +28,7 @@ import numpy as np
 from scipy import ndimage, signal
 
 from audio_utils.audio_checks import check_audio
+from audio_utils.matching import channel_sum
 
 _DETECTOR_MS = 20.0   # one period of 50 Hz: the RMS of bass bleed does not ripple
 _CONTEXT_TOL = 1e-6   # blockwise vs whole error allowed, in full scale
@@ -142,7 +143,7 @@ def _gate_state(x, sr, threshold_db, attack_ms, release_ms, hold_ms):
     if n == 0:
         return np.zeros(0)
 
-    power = np.mean(np.square(x, dtype=np.float64), axis=0)
+    power = channel_sum(np.square(x, dtype=np.float64), np.float64) / x.shape[0]
     window = max(1, _ms_to_samples(_DETECTOR_MS, sr, "detector"))
     mean_square = ndimage.uniform_filter1d(power, window, mode="constant")
     is_open = mean_square >= 10.0 ** (threshold_db / 10.0)

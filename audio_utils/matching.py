@@ -49,7 +49,17 @@ def match_channels(x, channels):
         x = (m @ x).astype(np.float32, copy=False)
         if channels == 2:
             return x
-    return x.mean(axis=0, keepdims=True, dtype=np.float32)
+    return (channel_sum(x) / np.float32(x.shape[0]))[None]
+
+
+def channel_sum(x, dtype=np.float32):
+    """The sum over channels of ``(channels, n)`` audio, ``(n,)`` in ``dtype``, added row by
+    row. ``x.sum(axis=0)`` on BlockReader's arrays (transposed views of interleaved frames)
+    runs numpy's inner loop over the few channels of each frame: measured 40x slower."""
+    out = x[0].astype(dtype)  # a copy, also when already ``dtype``
+    for row in x[1:]:
+        np.add(out, row, out=out, casting="same_kind")
+    return out
 
 
 def fit_length(x, length):

@@ -137,3 +137,22 @@ def test_energy_is_the_float64_sum_of_squares():
     assert alignment.energy(x, minus=other) == pytest.approx(
         float(np.sum((x64 - other) ** 2)), rel=1e-12)
     assert alignment.energy(x[0, :0]) == 0.0
+
+
+@pytest.mark.parametrize("channels", [1, 2, 6])
+def test_channel_sum_on_interleaved_frames(channels):
+    """Row by row, on a transposed view of interleaved frames as BlockReader returns: the
+    float32 sum (exactly the same as numpy's for two channels), or float64 when asked."""
+    from audio_utils.matching import channel_sum
+
+    frames = np.random.default_rng(7).standard_normal((10_001, channels)).astype(np.float32)
+    x = frames.T
+    got = channel_sum(x)
+    assert got.dtype == np.float32 and got.shape == (10_001,)
+    np.testing.assert_allclose(got, x.sum(axis=0, dtype=np.float64), rtol=1e-5, atol=1e-5)
+    if channels <= 2:
+        assert np.array_equal(got, x.sum(axis=0, dtype=np.float32))
+    assert np.array_equal(x, frames.T)  # input untouched
+    got64 = channel_sum(x, np.float64)
+    assert got64.dtype == np.float64
+    np.testing.assert_allclose(got64, x.astype(np.float64).sum(axis=0), rtol=1e-12)
