@@ -107,9 +107,7 @@ def explained_db(original, stems_sum):
     dB over every sample and channel (float32 ``(channels, n)`` each, the offset already
     applied; or equal-length lists of such pairs, excerpts measured as one). inf when the
     rebuild is exact, about 0 dB or less for stems of another song (uncorrelated:
-    ``-10*log10(1 + P_S/P_O)``). None when the original is silent.
-
-    """
+    ``-10*log10(1 + P_S/P_O)``). None when the original is silent."""
     pairs = (list(zip(original, stems_sum)) if isinstance(original, (list, tuple))
              else [(original, stems_sum)])
     total = residual = 0.0

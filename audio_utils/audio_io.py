@@ -24,6 +24,8 @@ WAV_SUBTYPES = {"pcm16": "PCM_16", "pcm24": "PCM_24", "float32": "FLOAT"}
 # libsndfile subtypes (prefixes) holding integer samples: PCM_S8 to PCM_32 (FLAC's too), ALAC,
 # A-law, u-law
 INTEGER_SUBTYPES = ("PCM_", "ALAC_", "ALAW", "ULAW")
+
+
 class TruncatedInput(InputError):
     """The file's header promises more audio than the file holds (a half-copied file)."""
 

@@ -112,8 +112,8 @@ def render(sources, frames, sr, channels, w, settings, wav_paths, progress,
     def pass_(gains, measure, blocks):
         """One pass over the track as a pipeline: ``blocks`` decodes the original ahead,
         ``depth`` threads compute the next blocks while one thread converts and writes block
-        k's outputs.
-        Reading, numpy and libsndfile release the GIL, so the stages run in parallel."""
+        k's outputs. Reading, numpy and libsndfile release the GIL, so the stages run in
+        parallel."""
         writers = {k: BlockWriter(p, sr, channels, settings.wav_format, frames)
                    for k, p in wav_paths.items()}
 
@@ -124,7 +124,7 @@ def render(sources, frames, sr, channels, w, settings, wav_paths, progress,
                 peaks[k] = max(peaks[k], p)
 
         written = []
-        depth = compute_threads(settings.thread, light=plain(plan))
+        depth = blocks.threads  # one decision for decoding and computing
         try:
             with ThreadPoolExecutor(depth) as compute_pool, \
                     ThreadPoolExecutor(1) as write_pool:
@@ -272,9 +272,10 @@ class OriginalBlocks:
                        for a, b in block_spans(frames, sr, settings)]
         self._open = open_reader
         longest = max((b - a for a, b in self._spans), default=1)
-        self._threads = compute_threads(settings.thread, light=plain(plan))
-        self._ahead = max(self._threads + 1, AHEAD_BYTES // (4 * channels * longest))
-        self._pools = [ThreadPoolExecutor(max(1, self._threads - 1))]
+        # blocks decoded (and computed, see render) at once
+        self.threads = compute_threads(settings.thread, light=plain(plan))
+        self._ahead = max(self.threads + 1, AHEAD_BYTES // (4 * channels * longest))
+        self._pools = [ThreadPoolExecutor(max(1, self.threads - 1))]
         self._rendering = False
         self._local = threading.local()
         self._readers, self._futures, self._next = [], {}, 0
@@ -298,8 +299,8 @@ class OriginalBlocks:
         order); the decoding of the blocks after it is started up to the bound."""
         if not self._rendering:
             self._rendering = True
-            if self._threads > 1:  # every thread now: blocks still queued move over
-                self._pools.append(ThreadPoolExecutor(self._threads))
+            if self.threads > 1:  # every thread now: blocks still queued move over
+                self._pools.append(ThreadPoolExecutor(self.threads))
                 for k, f in self._futures.items():
                     if f.cancel():
                         self._futures[k] = self._pools[-1].submit(self._read, k)
