@@ -125,6 +125,7 @@ def _run(cfg, typed, cfg_path, argv):
     fresh = [d for d in (model_dir, model_dir.parent) if not d.exists()]
     if _make_output_folder(out_root):  # -o naming a file: a usage error, here
         fresh.append(out_root)
+    fresh_outputs = []  # the tracks' output folders not there yet, deepest first
     try:
         with output_lock(out_root):  # a second run on the same folder stops here
             log_path = setup_logging(cfg.log_level, cfg.quiet, cfg.log_dir, cfg.log_keep)
@@ -147,10 +148,15 @@ def _run(cfg, typed, cfg_path, argv):
                 engine.check(tracks[local:], out_root)
             total = _total_seconds(tracks)
             log.info("%d track(s), %.0f s of audio -> %s", len(tracks), total, out_root)
+            fresh_outputs = _new_folders((engine.names(t, out_root).folder for t in tracks),
+                                         out_root)
             results = link_results + _run_tracks(cfg, engine, tracks, out_root, total)
             _finish(cfg, out_root, results)
     finally:
-        for folder in fresh:
+        # Each track removes its own empty folders, but two workers interrupted at once can
+        # each see the other's folder in their shared parent and leave it: swept here, after
+        # every worker has ended.
+        for folder in fresh_outputs + fresh:
             try:
                 folder.rmdir()  # only when nothing was written into it
             except OSError:
@@ -159,6 +165,14 @@ def _run(cfg, typed, cfg_path, argv):
     _print(table)
     log.debug("summary:\n%s", table)
     return 1 if any(r.status == "failed" for r in results) else 0
+
+
+def _new_folders(folders, root):
+    """The folders from each of ``folders`` up to ``root`` (excluded) that do not exist yet,
+    deepest first."""
+    new = {f for folder in folders for f in (folder, *folder.parents)
+           if f != root and f.is_relative_to(root) and not f.exists()}
+    return sorted(new, key=lambda f: len(f.parts), reverse=True)
 
 
 def _run_tracks(cfg, engine, tracks, out_root, total):

@@ -192,6 +192,27 @@ def test_ctrl_c_exits_130_and_leaves_nothing_half_written(tmp_path, workers):
         assert any(folder.iterdir()), f"{folder.name} left empty"
 
 
+def test_an_interrupted_run_sweeps_the_empty_folders_its_tracks_left(tmp_path, monkeypatch):
+    """Two workers interrupted at once can each leave the shared model folder (each saw the
+    other's track folder in it): the run removes what it created and left empty. Made to
+    happen here by a track whose own cleanup finds a sibling still there."""
+    import processors.engine as engine_module
+    import processors.track as track_module
+
+    songs, sep = make_songs(tmp_path, ["a.wav", "b.wav"])
+    (tmp_path / "out" / "keep").mkdir(parents=True)  # there before the run: never removed
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine_module, "_remove_empty", lambda folders: None)
+    monkeypatch.setattr(track_module, "render", interrupted)
+    assert main(args(tmp_path, songs, sep)) == 130
+    left = sorted(p.relative_to(tmp_path / "out").as_posix()
+                  for p in (tmp_path / "out").rglob("*"))
+    assert left == ["keep"]
+
+
 def test_mp3_export_lines_up_with_the_wav(song):
     assert main(["-i", str(song["dir"]), "--model", "test", "--separated-dir",
                  str(song["sep"]), "-o", str(song["tmp"] / "out"), "--quiet", "--log-dir",
